@@ -1,0 +1,178 @@
+/* The C side of the c2scribe engine: one engine per process (libnids is a global state).
+ *
+ * Packets flow capture reader -> link normalisation -> reassembly engine (libnids today) ->
+ * flow accounting + stream sink -> HTTP parser (libhtp). Records leave the C side as Python
+ * dicts keyed by the attribute names of c2scribe/schema.py, once per connection, HTTP
+ * transaction or warning; never per packet.
+ *
+ * Directions are named client_to_server (CS_C2S) and server_to_client (CS_S2C), never by
+ * libnids half-stream names.
+ */
+#ifndef C2SCRIBE_CORE_H
+#define C2SCRIBE_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <openssl/evp.h>
+
+#include "../capture/capture.h"
+
+enum { CS_C2S = 0, CS_S2C = 1 };
+
+enum cs_end {
+    CS_END_NONE = 0,
+    CS_END_FIN,           /* both sides closed with FIN */
+    CS_END_RST,           /* a RST ended it */
+    CS_END_TIMEOUT,       /* idle longer than the timeout (capture time) */
+    CS_END_EVICTED,       /* thrown out because a table was full */
+    CS_END_OPEN,          /* still open at end of capture */
+    CS_END_REUSED,        /* a new connection (SYN) took over the same 4-tuple */
+};
+
+/* Counters reported in the engine stats; also the warnings' codes. */
+enum cs_counter {
+    CSC_PACKETS, CSC_BYTES, CSC_NON_IP, CSC_LINK_UNSUPPORTED, CSC_LINK_TRUNCATED,
+    CSC_IPV4, CSC_IPV6, CSC_IPV6_NOT_REASSEMBLED, CSC_IP_FRAGMENTS_V6, CSC_NOT_TCP,
+    CSC_TCP_PACKETS, CSC_TCP_BAD_HEADER, CSC_CONNECTIONS, CSC_CONNECTIONS_REASSEMBLED,
+    CSC_HTTP_TRANSACTIONS, CSC_NIDS_IP_HDR, CSC_NIDS_IP_SRR, CSC_NIDS_IP_OVERSIZED,
+    CSC_NIDS_IP_INVLIST, CSC_NIDS_IP_OVERLAP, CSC_NIDS_TCP_HDR, CSC_NIDS_TCP_TOOMUCH,
+    CSC_NIDS_TCP_BIGQUEUE, CSC_NIDS_TCP_BADFLAGS, CSC_NIDS_OTHER, CSC_FLOWS_EVICTED,
+    CSC_STREAM_BYTES_DROPPED, CSC_HTTP_PENDING_DROPPED, CSC_HTTP_PARSER_ERRORS,
+    CSC_TIME_BACKWARDS,
+    CSC__COUNT
+};
+extern const char *const cs_counter_names[CSC__COUNT];
+
+typedef struct cs_engine cs_engine;
+typedef struct cs_flow cs_flow;
+typedef struct cs_http cs_http;
+
+typedef struct cs_pos {           /* where in the capture chain a packet was */
+    int file;                     /* index into engine->files */
+    uint64_t frame;               /* 1-based frame number within that file */
+} cs_pos;
+
+typedef struct cs_dir {           /* one direction of a connection */
+    uint64_t packets;             /* packets seen on the wire */
+    uint64_t ip_bytes;            /* IP bytes seen on the wire */
+    uint64_t payload_bytes;       /* TCP payload bytes on the wire (retransmissions included) */
+    uint64_t stream_bytes;        /* reassembled bytes delivered in order */
+    EVP_MD_CTX *sha;              /* sha256 of the reassembled bytes */
+    uint8_t *keep;                /* first bytes kept for decoders (bounded) */
+    size_t keep_len, keep_cap;
+    int truncated;                /* more bytes came than were kept */
+    char history[8];              /* Zeek-style history letters seen from this side */
+} cs_dir;
+
+struct cs_flow {
+    /* identity: [0] is the client (originator) */
+    int ipver;
+    uint8_t ip[2][16];
+    uint16_t port[2];
+    int orientation_guessed;      /* no SYN/SYN-ACK told who the client is */
+    char id[24];                  /* deterministic connection id */
+    char community_id[40];
+    int64_t first_us, last_us;
+    cs_pos first, last;
+    cs_dir dir[2];
+    char history[32];             /* merged history, in order of first appearance */
+    int history_len;
+    uint32_t client_isn;
+    int syn_seen, synack_seen, fin_seen[2], rst_seen[2];
+    int handshake;                /* the engine saw the 3-way handshake and follows the stream */
+    int reassembled;              /* the engine delivered the stream (nids follows it) */
+    enum cs_end end;
+    int closed;                   /* ended; lingers to absorb trailing packets */
+    int64_t closed_us;
+    void *engine_ref;             /* reassembly engine's handle (libnids tcp_stream) */
+    cs_http *http;                /* HTTP session, once the stream looks like HTTP */
+    int http_decided;             /* 1 = HTTP, -1 = not HTTP, 0 = undecided */
+    uint64_t http_tx;             /* HTTP transactions reported */
+    /* hash chain and lists */
+    cs_flow *hnext;
+    cs_flow *prev, *next;         /* in its LRU list */
+    int list;                     /* which list it is on */
+    uint32_t hash;
+};
+
+typedef struct cs_options {
+    size_t stream_keep;           /* bytes kept per direction for decoders (0 = none) */
+    size_t body_keep;             /* decoded body bytes kept per HTTP message */
+    size_t http_pending_max;      /* bytes libhtp may leave unconsumed per direction */
+    size_t bomb_limit;            /* libhtp compression bomb limit (bytes) */
+    size_t decompress_time_limit; /* libhtp decompression time limit (microseconds) */
+    int64_t idle_timeout_us;      /* connections not followed by the engine */
+    int64_t established_timeout_us; /* connections the engine follows */
+    int64_t linger_us;            /* after FIN/RST, absorb trailing packets this long */
+    size_t max_flows;             /* flow table cap (oldest evicted) */
+    int nids_streams;             /* libnids stream table size */
+    int nids_hosts;               /* libnids IP fragment host table size */
+} cs_options;
+
+#define CS_LIST_UNTRACKED 0
+#define CS_LIST_TRACKED 1
+#define CS_LIST_CLOSED 2
+#define CS_NLISTS 3
+
+struct cs_engine {
+    cs_options opt;
+    /* capture chain */
+    PyObject *files;              /* list of file names */
+    int cur_file;
+    uint64_t cur_frame;
+    cs_reader reader;
+    int reader_open;
+    int reader_failed;
+    int64_t now_us;               /* capture time of the current packet */
+    /* flow table */
+    cs_flow **htab;
+    size_t hsize, nflows;
+    cs_flow *head[CS_NLISTS], *tail[CS_NLISTS];
+    uint64_t counters[CSC__COUNT];
+    cs_pos counter_first[CSC__COUNT];
+    /* output */
+    PyObject *out;                /* list of (kind, dict) produced by the current call */
+    int py_error;                 /* a Python exception is pending */
+    int finished;
+    void *http_cfg;               /* htp_cfg_t */
+    PyObject *http_log;           /* dict: libhtp message -> count */
+};
+
+extern cs_engine *cs_the_engine;
+
+/* flow.c */
+int cs_flows_init(cs_engine *e);
+void cs_flows_free(cs_engine *e);
+void cs_count(cs_engine *e, int counter);
+/* Account one IP packet (header at ip, len bytes from it); returns the TCP flow or NULL. */
+cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len);
+void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len);
+void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why);
+void cs_flows_expire(cs_engine *e);
+void cs_flows_flush_all(cs_engine *e);
+void cs_flows_touch(cs_engine *e, cs_flow *f);
+cs_flow *cs_flow_lookup4(cs_engine *e, uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport);
+
+/* record output helpers (module.c) */
+void cs_emit(cs_engine *e, const char *kind, PyObject *dict);
+int cs_set(PyObject *d, const char *key, PyObject *v);   /* steals v; NULL v = error */
+PyObject *cs_str(const void *s, size_t len);             /* UTF-8, backslashreplace */
+PyObject *cs_hex_digest(EVP_MD_CTX *ctx);
+PyObject *cs_ip_str(int ipver, const uint8_t *ip);
+PyObject *cs_file_name(cs_engine *e, int file);
+void cs_fail(cs_engine *e);                               /* a Python error is set */
+
+/* reassembly/nids.c: the libnids engine */
+int cs_nids_start(cs_engine *e, char *err, size_t errlen);
+void cs_nids_packet(cs_engine *e, const cs_l3 *l3, const cs_packet *pkt);
+void cs_nids_finish(cs_engine *e);
+void cs_nids_release(cs_engine *e, cs_flow *f, enum cs_end why);
+
+/* http/htp.c: HTTP over a flow's reassembled stream */
+int cs_http_init(cs_engine *e);
+void cs_http_free_cfg(cs_engine *e);
+void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len);
+void cs_http_close(cs_engine *e, cs_flow *f);
+
+#endif

@@ -1,0 +1,511 @@
+/* Flow accounting: every TCP connection seen, whether or not a reassembly engine follows it.
+ *
+ * The reassembly engine (libnids) only follows connections whose handshake it saw, over IPv4.
+ * This table sees every TCP packet first, so it can report the others too (mid-stream, IPv6,
+ * scans, refused connections), count packets and bytes per direction, keep Zeek-style
+ * history letters, detect a reused 4-tuple, and expire idle connections in capture time.
+ */
+#include "core.h"
+
+#include <string.h>
+#include <openssl/sha.h>
+
+const char *const cs_counter_names[CSC__COUNT] = {
+    "packets", "bytes", "non_ip_frames", "unsupported_link_type", "truncated_link_header",
+    "ipv4_packets", "ipv6_packets", "ipv6_tcp_not_reassembled", "ipv6_fragments_skipped",
+    "not_tcp_packets", "tcp_packets", "tcp_bad_header", "connections",
+    "connections_reassembled", "http_transactions", "nids_ip_bad_header",
+    "nids_ip_source_route", "nids_ip_oversized", "nids_ip_invalid_fragment_list",
+    "nids_ip_fragment_overlap", "nids_tcp_bad_header", "nids_tcp_too_many_streams",
+    "nids_tcp_out_of_order_queue_overflow", "nids_tcp_bad_flags", "nids_other",
+    "flows_evicted", "stream_bytes_not_kept", "http_unparsed_bytes_dropped",
+    "http_parser_errors", "time_went_backwards",
+};
+
+#define REUSE_IDLE_US (30LL * 1000000)
+
+void cs_count(cs_engine *e, int c)
+{
+    if (e->counters[c]++ == 0) {
+        e->counter_first[c].file = e->cur_file;
+        e->counter_first[c].frame = e->cur_frame;
+    }
+}
+
+int cs_flows_init(cs_engine *e)
+{
+    e->hsize = 1;
+    while (e->hsize < e->opt.max_flows / 2 + 1024) e->hsize <<= 1;
+    e->htab = calloc(e->hsize, sizeof(cs_flow *));
+    return e->htab ? 0 : -1;
+}
+
+/* ---------- hashing and lookup ---------- */
+
+static uint32_t mix(uint32_t h, uint32_t v)
+{
+    h ^= v;
+    h *= 0x9e3779b1u;
+    return h ^ (h >> 15);
+}
+
+/* Same value for both directions: combine the two endpoints symmetrically. */
+static uint32_t flow_hash(int ipver, const uint8_t *a, uint16_t pa, const uint8_t *b, uint16_t pb)
+{
+    uint32_t ha = 0x811c9dc5u, hb = 0x811c9dc5u;
+    int n = ipver == 4 ? 4 : 16;
+    for (int i = 0; i < n; i += 4) {
+        uint32_t va, vb;
+        memcpy(&va, a + i, 4);
+        memcpy(&vb, b + i, 4);
+        ha = mix(ha, va);
+        hb = mix(hb, vb);
+    }
+    ha = mix(ha, pa);
+    hb = mix(hb, pb);
+    return (ha + hb) ^ (ha * hb) ^ (uint32_t)ipver;
+}
+
+static int ep_eq(const cs_flow *f, int side, int n, const uint8_t *ip, uint16_t port)
+{
+    return f->port[side] == port && memcmp(f->ip[side], ip, n) == 0;
+}
+
+/* Find the flow of (src, dst); *dir says which direction the packet goes. */
+static cs_flow *lookup(cs_engine *e, int ipver, const uint8_t *src, uint16_t sport,
+                       const uint8_t *dst, uint16_t dport, uint32_t h, int *dir)
+{
+    int n = ipver == 4 ? 4 : 16;
+    for (cs_flow *f = e->htab[h & (e->hsize - 1)]; f; f = f->hnext) {
+        if (f->hash != h || f->ipver != ipver) continue;
+        if (ep_eq(f, 0, n, src, sport) && ep_eq(f, 1, n, dst, dport)) { *dir = CS_C2S; return f; }
+        if (ep_eq(f, 0, n, dst, dport) && ep_eq(f, 1, n, src, sport)) { *dir = CS_S2C; return f; }
+    }
+    return NULL;
+}
+
+cs_flow *cs_flow_lookup4(cs_engine *e, uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport)
+{
+    uint8_t s[16] = {0}, d[16] = {0};
+    int dir;
+    memcpy(s, &saddr, 4);
+    memcpy(d, &daddr, 4);
+    cs_flow *f = lookup(e, 4, s, sport, d, dport, flow_hash(4, s, sport, d, dport), &dir);
+    return f;
+}
+
+/* ---------- lists ---------- */
+
+static void list_remove(cs_engine *e, cs_flow *f)
+{
+    if (f->prev) f->prev->next = f->next; else e->head[f->list] = f->next;
+    if (f->next) f->next->prev = f->prev; else e->tail[f->list] = f->prev;
+    f->prev = f->next = NULL;
+}
+
+static void list_append(cs_engine *e, cs_flow *f, int list)
+{
+    f->list = list;
+    f->next = NULL;
+    f->prev = e->tail[list];
+    if (e->tail[list]) e->tail[list]->next = f; else e->head[list] = f;
+    e->tail[list] = f;
+}
+
+void cs_flows_touch(cs_engine *e, cs_flow *f)
+{
+    int list = f->closed ? CS_LIST_CLOSED : f->engine_ref ? CS_LIST_TRACKED : CS_LIST_UNTRACKED;
+    if (f->list == list && e->tail[list] == f) return;
+    if (f->closed && f->list == CS_LIST_CLOSED) return;   /* closed list stays in close order */
+    list_remove(e, f);
+    list_append(e, f, list);
+}
+
+/* ---------- identity ---------- */
+
+static void community_id(cs_flow *f)
+{
+    /* Community ID v1 (seed 0): endpoints ordered so both directions hash alike. */
+    int n = f->ipver == 4 ? 4 : 16;
+    int c = memcmp(f->ip[0], f->ip[1], n);
+    int a = (c < 0 || (c == 0 && f->port[0] <= f->port[1])) ? 0 : 1, b = 1 - a;
+    uint8_t buf[2 + 32 + 4 + 4], *p = buf, md[SHA_DIGEST_LENGTH];
+    *p++ = 0; *p++ = 0;
+    memcpy(p, f->ip[a], n); p += n;
+    memcpy(p, f->ip[b], n); p += n;
+    *p++ = 6; *p++ = 0;
+    *p++ = f->port[a] >> 8; *p++ = f->port[a] & 0xff;
+    *p++ = f->port[b] >> 8; *p++ = f->port[b] & 0xff;
+    SHA1(buf, p - buf, md);
+    memcpy(f->community_id, "1:", 2);
+    EVP_EncodeBlock((unsigned char *)f->community_id + 2, md, SHA_DIGEST_LENGTH);
+}
+
+static void flow_id(cs_engine *e, cs_flow *f)
+{
+    /* Deterministic: the same capture gives the same ids on every run and every machine. */
+    static const char hexd[] = "0123456789abcdef";
+    char buf[512];
+    uint8_t md[SHA_DIGEST_LENGTH];
+    Py_ssize_t nlen = 0;
+    const char *name = "";
+    PyObject *o = e->files && e->cur_file < PyList_GET_SIZE(e->files)
+                      ? PyList_GET_ITEM(e->files, e->cur_file) : NULL;
+    if (o) name = PyUnicode_AsUTF8AndSize(o, &nlen);
+    if (!name) { PyErr_Clear(); name = ""; nlen = 0; }
+    /* the file's base name: ids do not depend on where the archive is mounted */
+    for (Py_ssize_t i = nlen; i > 0; i--)
+        if (name[i - 1] == '/') { name += i; nlen -= i; break; }
+    int k = snprintf(buf, sizeof buf, "%.*s|%llu|%lld|%s|%u|%u", (int)(nlen > 300 ? 300 : nlen),
+                     name, (unsigned long long)f->first.frame, (long long)f->first_us,
+                     f->community_id, f->port[0], f->port[1]);
+    SHA1((uint8_t *)buf, k, md);
+    f->id[0] = 'C';
+    for (int i = 0; i < 9; i++) {
+        f->id[1 + 2 * i] = hexd[md[i] >> 4];
+        f->id[2 + 2 * i] = hexd[md[i] & 15];
+    }
+    f->id[19] = 0;
+}
+
+/* ---------- creation and release ---------- */
+
+static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t cport,
+                         const uint8_t *srv, uint16_t sport, uint32_t h)
+{
+    if (e->nflows >= e->opt.max_flows) {
+        cs_flow *victim = e->head[CS_LIST_CLOSED] ? e->head[CS_LIST_CLOSED]
+                        : e->head[CS_LIST_UNTRACKED] ? e->head[CS_LIST_UNTRACKED]
+                        : e->head[CS_LIST_TRACKED];
+        if (victim) {
+            cs_count(e, CSC_FLOWS_EVICTED);
+            if (victim->engine_ref) cs_nids_release(e, victim, CS_END_EVICTED);
+            if (!victim->closed) cs_flow_end(e, victim, CS_END_EVICTED);
+            victim->closed_us = INT64_MIN;   /* finalize now */
+            cs_flows_expire(e);
+        }
+    }
+    cs_flow *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    int n = ipver == 4 ? 4 : 16;
+    f->ipver = ipver;
+    memcpy(f->ip[0], cli, n);
+    memcpy(f->ip[1], srv, n);
+    f->port[0] = cport;
+    f->port[1] = sport;
+    f->first_us = f->last_us = e->now_us;
+    f->first.file = f->last.file = e->cur_file;
+    f->first.frame = f->last.frame = e->cur_frame;
+    f->hash = h;
+    community_id(f);
+    flow_id(e, f);
+    size_t b = h & (e->hsize - 1);
+    f->hnext = e->htab[b];
+    e->htab[b] = f;
+    list_append(e, f, CS_LIST_UNTRACKED);
+    e->nflows++;
+    cs_count(e, CSC_CONNECTIONS);
+    return f;
+}
+
+static void unhash(cs_engine *e, cs_flow *f)
+{
+    cs_flow **pp = &e->htab[f->hash & (e->hsize - 1)];
+    while (*pp && *pp != f) pp = &(*pp)->hnext;
+    if (*pp) *pp = f->hnext;
+}
+
+static PyObject *dir_sha(cs_dir *d)
+{
+    if (!d->sha || d->stream_bytes == 0) Py_RETURN_NONE;
+    return cs_hex_digest(d->sha);
+}
+
+static PyObject *dir_kept(cs_engine *e, cs_dir *d)
+{
+    if (!e->opt.stream_keep) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)d->keep, d->keep_len);
+}
+
+static const char *const end_names[] = {
+    "", "fin", "rst", "timeout", "evicted", "open_at_end", "reused",
+};
+
+/* Emit the connection record and free the flow. */
+static void flow_finalize(cs_engine *e, cs_flow *f)
+{
+    list_remove(e, f);
+    unhash(e, f);
+    e->nflows--;
+    if (f->http) cs_http_close(e, f);
+    if (!e->py_error) {
+        PyObject *d = PyDict_New();
+        cs_dir *c = &f->dir[CS_C2S], *s = &f->dir[CS_S2C];
+        int ok = d &&
+            !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
+            !cs_set(d, "community_id", PyUnicode_FromString(f->community_id)) &&
+            !cs_set(d, "start_us", PyLong_FromLongLong(f->first_us)) &&
+            !cs_set(d, "end_us", PyLong_FromLongLong(f->last_us)) &&
+            !cs_set(d, "ip_version", PyLong_FromLong(f->ipver)) &&
+            !cs_set(d, "src_ip", cs_ip_str(f->ipver, f->ip[0])) &&
+            !cs_set(d, "src_port", PyLong_FromLong(f->port[0])) &&
+            !cs_set(d, "dst_ip", cs_ip_str(f->ipver, f->ip[1])) &&
+            !cs_set(d, "dst_port", PyLong_FromLong(f->port[1])) &&
+            !cs_set(d, "orientation_guessed", PyBool_FromLong(f->orientation_guessed)) &&
+            !cs_set(d, "src_packets", PyLong_FromUnsignedLongLong(c->packets)) &&
+            !cs_set(d, "dst_packets", PyLong_FromUnsignedLongLong(s->packets)) &&
+            !cs_set(d, "src_ip_bytes", PyLong_FromUnsignedLongLong(c->ip_bytes)) &&
+            !cs_set(d, "dst_ip_bytes", PyLong_FromUnsignedLongLong(s->ip_bytes)) &&
+            !cs_set(d, "src_payload_bytes", PyLong_FromUnsignedLongLong(c->payload_bytes)) &&
+            !cs_set(d, "dst_payload_bytes", PyLong_FromUnsignedLongLong(s->payload_bytes)) &&
+            !cs_set(d, "c2s_bytes", PyLong_FromUnsignedLongLong(c->stream_bytes)) &&
+            !cs_set(d, "s2c_bytes", PyLong_FromUnsignedLongLong(s->stream_bytes)) &&
+            !cs_set(d, "c2s_sha256", dir_sha(c)) &&
+            !cs_set(d, "s2c_sha256", dir_sha(s)) &&
+            !cs_set(d, "c2s_data", dir_kept(e, c)) &&
+            !cs_set(d, "s2c_data", dir_kept(e, s)) &&
+            !cs_set(d, "c2s_truncated", PyBool_FromLong(c->truncated)) &&
+            !cs_set(d, "s2c_truncated", PyBool_FromLong(s->truncated)) &&
+            !cs_set(d, "history", PyUnicode_FromStringAndSize(f->history, f->history_len)) &&
+            !cs_set(d, "handshake", PyBool_FromLong(f->handshake)) &&
+            !cs_set(d, "reassembled", PyBool_FromLong(f->reassembled)) &&
+            !cs_set(d, "end_reason", PyUnicode_FromString(end_names[f->end])) &&
+            !cs_set(d, "http_transactions", PyLong_FromUnsignedLongLong(f->http_tx)) &&
+            !cs_set(d, "app_protocol", f->http_decided > 0 ? PyUnicode_FromString("http")
+                                                           : Py_NewRef(Py_None)) &&
+            !cs_set(d, "file_first", cs_file_name(e, f->first.file)) &&
+            !cs_set(d, "frame_first", PyLong_FromUnsignedLongLong(f->first.frame)) &&
+            !cs_set(d, "file_last", cs_file_name(e, f->last.file)) &&
+            !cs_set(d, "frame_last", PyLong_FromUnsignedLongLong(f->last.frame));
+        if (ok) cs_emit(e, "connection", d);
+        else { Py_XDECREF(d); cs_fail(e); }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (f->dir[i].sha) EVP_MD_CTX_free(f->dir[i].sha);
+        free(f->dir[i].keep);
+    }
+    free(f);
+}
+
+void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why)
+{
+    if (f->closed) return;
+    if (f->http) cs_http_close(e, f);
+    f->end = why;
+    f->closed = 1;
+    f->closed_us = e->now_us;
+    f->engine_ref = NULL;
+    list_remove(e, f);
+    list_append(e, f, CS_LIST_CLOSED);
+}
+
+void cs_flows_expire(cs_engine *e)
+{
+    cs_flow *f;
+    while ((f = e->head[CS_LIST_CLOSED]) &&
+           (f->closed_us == INT64_MIN || e->now_us - f->closed_us > e->opt.linger_us))
+        flow_finalize(e, f);
+    while ((f = e->head[CS_LIST_UNTRACKED]) && e->now_us - f->last_us > e->opt.idle_timeout_us) {
+        cs_flow_end(e, f, CS_END_TIMEOUT);
+        flow_finalize(e, f);
+    }
+    while ((f = e->head[CS_LIST_TRACKED]) && e->now_us - f->last_us > e->opt.established_timeout_us) {
+        cs_nids_release(e, f, CS_END_TIMEOUT);
+        cs_flow_end(e, f, CS_END_TIMEOUT);
+        flow_finalize(e, f);
+    }
+}
+
+/* End of input: everything still open is reported as such. */
+void cs_flows_flush_all(cs_engine *e)
+{
+    cs_flow *f;
+    for (int l = 0; l < CS_NLISTS; l++)
+        while ((f = e->head[l])) {
+            if (!f->closed) cs_flow_end(e, f, CS_END_OPEN);
+            flow_finalize(e, f);
+        }
+}
+
+void cs_flows_free(cs_engine *e)
+{
+    cs_flow *f;
+    for (int l = 0; l < CS_NLISTS; l++)
+        while ((f = e->head[l])) {
+            list_remove(e, f);
+            for (int i = 0; i < 2; i++) {
+                if (f->dir[i].sha) EVP_MD_CTX_free(f->dir[i].sha);
+                free(f->dir[i].keep);
+            }
+            free(f);
+        }
+    free(e->htab);
+    e->htab = NULL;
+    e->nflows = 0;
+}
+
+/* ---------- per packet ---------- */
+
+static void add_history(cs_flow *f, int dir, char letter)
+{
+    char c = dir == CS_C2S ? letter : (char)(letter + ('a' - 'A'));
+    if (memchr(f->history, c, f->history_len)) return;
+    if (f->history_len < (int)sizeof f->history) f->history[f->history_len++] = c;
+}
+
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len)
+{
+    const uint8_t *src, *dst, *th;
+    uint32_t iplen, hl;
+    uint8_t proto;
+
+    if (ipver == 4) {
+        if (len < 20) goto bad;
+        hl = (ip[0] & 15) * 4u;
+        iplen = (uint32_t)ip[2] << 8 | ip[3];
+        if (hl < 20 || iplen < hl) goto bad;
+        if (((ip[6] & 0x3f) | ip[7]) != 0) return NULL;      /* fragment: engine reassembles */
+        proto = ip[9];
+        src = ip + 12;
+        dst = ip + 16;
+    } else {
+        if (len < 40) goto bad;
+        iplen = 40u + ((uint32_t)ip[4] << 8 | ip[5]);
+        proto = ip[6];
+        hl = 40;
+        src = ip + 8;
+        dst = ip + 24;
+        for (int i = 0; i < 8; i++) {                        /* extension headers */
+            if (proto == 0 || proto == 43 || proto == 60 || proto == 51) {
+                if (len < hl + 8) goto bad;
+                uint32_t el = proto == 51 ? (ip[hl + 1] + 2u) * 4 : (ip[hl + 1] + 1u) * 8;
+                proto = ip[hl];
+                hl += el;
+            } else if (proto == 44) {
+                cs_count(e, CSC_IP_FRAGMENTS_V6);
+                return NULL;
+            } else break;
+        }
+    }
+    if (proto != 6) { cs_count(e, CSC_NOT_TCP); return NULL; }
+    if (len < hl + 20) goto bad;
+    th = ip + hl;
+    uint32_t doff = (th[12] >> 4) * 4u;
+    if (doff < 20 || iplen < hl + doff) goto bad;
+    uint32_t paylen = iplen - hl - doff;
+    uint16_t sport = (uint16_t)(th[0] << 8 | th[1]), dport = (uint16_t)(th[2] << 8 | th[3]);
+    uint32_t seq = (uint32_t)th[4] << 24 | (uint32_t)th[5] << 16 | (uint32_t)th[6] << 8 | th[7];
+    uint8_t fl = th[13];
+    int pure_syn = (fl & (TH_SYN | TH_ACK | TH_RST)) == TH_SYN;
+    cs_count(e, CSC_TCP_PACKETS);
+
+    uint32_t h = flow_hash(ipver, src, sport, dst, dport);
+    int dir = CS_C2S;
+    cs_flow *f = lookup(e, ipver, src, sport, dst, dport, h, &dir);
+    if (f && pure_syn && dir == CS_C2S && f->syn_seen && seq != f->client_isn &&
+        (f->closed || f->fin_seen[0] || f->fin_seen[1] || f->rst_seen[0] || f->rst_seen[1] ||
+         e->now_us - f->last_us > REUSE_IDLE_US)) {
+        /* A new connection on the same 4-tuple: the old one is over. */
+        if (f->engine_ref) cs_nids_release(e, f, CS_END_REUSED);
+        if (!f->closed) cs_flow_end(e, f, CS_END_REUSED);
+        f->closed_us = INT64_MIN;
+        cs_flows_expire(e);
+        f = NULL;
+    } else if (f && pure_syn && dir == CS_S2C && f->closed) {
+        f->closed_us = INT64_MIN;               /* roles swapped on a reused tuple */
+        cs_flows_expire(e);
+        f = NULL;
+    }
+    if (!f) {
+        if (pure_syn || (fl & (TH_SYN | TH_ACK)) != (TH_SYN | TH_ACK)) {
+            int sender_is_server = 0;
+            if (!pure_syn) {
+                /* No SYN seen: guess the server by its port, as Zeek and Arkime do. */
+                sender_is_server = sport < dport;
+            }
+            f = sender_is_server ? flow_new(e, ipver, dst, dport, src, sport, h)
+                                 : flow_new(e, ipver, src, sport, dst, dport, h);
+            if (!f) return NULL;
+            f->orientation_guessed = !pure_syn;
+            dir = sender_is_server ? CS_S2C : CS_C2S;
+        } else {
+            f = flow_new(e, ipver, dst, dport, src, sport, h);   /* SYN-ACK: sender is server */
+            if (!f) return NULL;
+            dir = CS_S2C;
+        }
+    }
+    cs_dir *d = &f->dir[dir];
+    d->packets++;
+    d->ip_bytes += iplen;
+    d->payload_bytes += paylen;
+    if (e->now_us > f->last_us) f->last_us = e->now_us;
+    f->last.file = e->cur_file;
+    f->last.frame = e->cur_frame;
+    if (pure_syn) {
+        add_history(f, dir, 'S');
+        if (dir == CS_C2S && !f->syn_seen) { f->syn_seen = 1; f->client_isn = seq; }
+    } else if ((fl & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)) {
+        add_history(f, dir, 'H');
+        f->synack_seen = 1;
+    }
+    if (paylen) add_history(f, dir, 'D');
+    else if ((fl & (TH_SYN | TH_FIN | TH_RST | TH_ACK)) == TH_ACK) add_history(f, dir, 'A');
+    if (fl & TH_FIN) { add_history(f, dir, 'F'); f->fin_seen[dir] = 1; }
+    if (fl & TH_RST) { add_history(f, dir, 'R'); f->rst_seen[dir] = 1; }
+    if (!f->engine_ref && !f->closed) {
+        /* Not followed by the engine: FIN/RST seen here end it. */
+        if (fl & TH_RST) cs_flow_end(e, f, CS_END_RST);
+        else if (f->fin_seen[0] && f->fin_seen[1])
+            cs_flow_end(e, f, CS_END_FIN);
+    }
+    cs_flows_touch(e, f);
+    return f;
+bad:
+    cs_count(e, CSC_TCP_BAD_HEADER);
+    return NULL;
+}
+
+/* ---------- reassembled bytes ---------- */
+
+void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
+{
+    cs_dir *d = &f->dir[dir];
+    if (!len) return;
+    if (!d->sha) {
+        d->sha = EVP_MD_CTX_new();
+        if (!d->sha || !EVP_DigestInit_ex(d->sha, EVP_sha256(), NULL)) {
+            PyErr_NoMemory();
+            cs_fail(e);
+            return;
+        }
+    }
+    EVP_DigestUpdate(d->sha, data, len);
+    d->stream_bytes += len;
+    if (e->opt.stream_keep) {
+        size_t room = e->opt.stream_keep - d->keep_len;
+        size_t take = len < room ? len : room;
+        if (take) {
+            if (d->keep_len + take > d->keep_cap) {
+                size_t cap = d->keep_cap ? d->keep_cap * 2 : 4096;
+                while (cap < d->keep_len + take) cap *= 2;
+                if (cap > e->opt.stream_keep) cap = e->opt.stream_keep;
+                uint8_t *nk = realloc(d->keep, cap);
+                if (!nk) { PyErr_NoMemory(); cs_fail(e); return; }
+                d->keep = nk;
+                d->keep_cap = cap;
+            }
+            memcpy(d->keep + d->keep_len, data, take);
+            d->keep_len += take;
+        }
+        if (take < len) {
+            d->truncated = 1;
+            e->counters[CSC_STREAM_BYTES_DROPPED] += len - take;
+        }
+    }
+    cs_http_data(e, f, dir, data, len);
+}

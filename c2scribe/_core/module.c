@@ -1,0 +1,368 @@
+/* c2scribe._core: the Python face of the C engine.
+ *
+ * Engine is sans-IO: the caller hands it capture-file bytes (or single packets) and gets back
+ * the records that became complete, as a list of (kind, dict) pairs; kinds are "connection",
+ * "http" and "capture_error". Dict keys are the attribute names of c2scribe/schema.py.
+ * libnids is one global state per process, so only one Engine may be live at a time.
+ */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+cs_engine *cs_the_engine;
+
+typedef struct {
+    PyObject_HEAD
+    cs_engine e;
+    int started;
+} EngineObject;
+
+/* ---------- helpers shared with the other C files ---------- */
+
+void cs_fail(cs_engine *e) { e->py_error = 1; }
+
+void cs_emit(cs_engine *e, const char *kind, PyObject *dict)
+{
+    PyObject *t = Py_BuildValue("(sN)", kind, dict);
+    if (!t || !e->out || PyList_Append(e->out, t)) cs_fail(e);
+    Py_XDECREF(t);
+}
+
+int cs_set(PyObject *d, const char *key, PyObject *v)
+{
+    if (!v) return -1;
+    int r = PyDict_SetItemString(d, key, v);
+    Py_DECREF(v);
+    return r;
+}
+
+PyObject *cs_str(const void *s, size_t len)
+{
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "backslashreplace");
+}
+
+PyObject *cs_hex_digest(EVP_MD_CTX *ctx)
+{
+    static const char hexd[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    char out[2 * EVP_MAX_MD_SIZE];
+    if (!EVP_DigestFinal_ex(ctx, md, &n)) Py_RETURN_NONE;
+    for (unsigned int i = 0; i < n; i++) {
+        out[2 * i] = hexd[md[i] >> 4];
+        out[2 * i + 1] = hexd[md[i] & 15];
+    }
+    return PyUnicode_FromStringAndSize(out, 2 * n);
+}
+
+PyObject *cs_ip_str(int ipver, const uint8_t *ip)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (!inet_ntop(ipver == 4 ? AF_INET : AF_INET6, ip, buf, sizeof buf)) Py_RETURN_NONE;
+    return PyUnicode_FromString(buf);
+}
+
+PyObject *cs_file_name(cs_engine *e, int file)
+{
+    if (!e->files || file < 0 || file >= PyList_GET_SIZE(e->files)) Py_RETURN_NONE;
+    return Py_NewRef(PyList_GET_ITEM(e->files, file));
+}
+
+/* ---------- packet path ---------- */
+
+static void one_packet(cs_engine *e, const cs_packet *pkt)
+{
+    int64_t ts = pkt->ts_sec * 1000000 + pkt->ts_usec;
+    e->cur_frame++;
+    if (ts < e->now_us) cs_count(e, CSC_TIME_BACKWARDS);
+    e->now_us = ts;
+    e->counters[CSC_PACKETS]++;
+    e->counters[CSC_BYTES] += pkt->caplen;
+    cs_flows_expire(e);
+    cs_l3 l3;
+    switch (cs_link_to_ip(pkt->linktype, pkt->data, pkt->caplen, &l3)) {
+    case CS_L3_OK:
+        cs_count(e, l3.version == 4 ? CSC_IPV4 : CSC_IPV6);
+        cs_nids_packet(e, &l3, pkt);
+        break;
+    case CS_L3_NOT_IP: cs_count(e, CSC_NON_IP); break;
+    case CS_L3_TRUNCATED: cs_count(e, CSC_LINK_TRUNCATED); break;
+    default: cs_count(e, CSC_LINK_UNSUPPORTED); break;
+    }
+}
+
+static int on_packet(void *ctx, const cs_packet *pkt)
+{
+    cs_engine *e = ctx;
+    one_packet(e, pkt);
+    return e->py_error;
+}
+
+static PyObject *take_output(cs_engine *e)
+{
+    PyObject *out = e->out;
+    e->out = PyList_New(0);
+    if (e->py_error) {
+        e->py_error = 0;
+        Py_XDECREF(out);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "c2scribe engine failed");
+        return NULL;
+    }
+    return out;
+}
+
+static void capture_error(cs_engine *e)
+{
+    PyObject *d = PyDict_New();
+    int ok = d &&
+        !cs_set(d, "file", cs_file_name(e, e->cur_file)) &&
+        !cs_set(d, "offset", PyLong_FromUnsignedLongLong(e->reader.error_offset)) &&
+        !cs_set(d, "packets_before", PyLong_FromUnsignedLongLong(e->reader.packets)) &&
+        !cs_set(d, "message", PyUnicode_DecodeUTF8(e->reader.error, strlen(e->reader.error), "replace"));
+    if (ok) cs_emit(e, "capture_error", d);
+    else { Py_XDECREF(d); cs_fail(e); }
+    e->reader_failed = 1;
+}
+
+/* ---------- Engine type ---------- */
+
+static int check_live(EngineObject *self)
+{
+    if (!self->started || self->e.finished) {
+        PyErr_SetString(PyExc_RuntimeError, "engine is finished (libnids state was released)");
+        return -1;
+    }
+    return 0;
+}
+
+static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"stream_keep", "body_keep", "http_pending_max", "bomb_limit",
+                             "decompress_time_limit", "idle_timeout", "established_timeout",
+                             "linger", "max_flows", "nids_streams", "nids_hosts", NULL};
+    cs_options o = {
+        .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
+        .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
+        .max_flows = 1 << 18, .nids_streams = 1 << 16, .nids_hosts = 4096,
+    };
+    double idle = 300, est = 3600, linger = 5;
+    Py_ssize_t sk = 0, bk = 65536, pm = 1 << 20, bl = 64 << 20, tl = 100000, mf = 1 << 18;
+    int ns = 1 << 16, nh = 4096;
+    if (self->started) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddnii", kwlist, &sk, &bk, &pm, &bl, &tl,
+                                     &idle, &est, &linger, &mf, &ns, &nh))
+        return -1;
+    if (sk < 0 || bk < 0 || pm < 0 || bl <= 0 || tl <= 0 || mf < 16 || ns < 16 || nh < 1 ||
+        idle <= 0 || est <= 0 || linger < 0) {
+        PyErr_SetString(PyExc_ValueError, "engine limits must be positive");
+        return -1;
+    }
+    if (cs_the_engine) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "another c2scribe Engine is live in this process (libnids is one global "
+                        "state): finish() it first");
+        return -1;
+    }
+    o.stream_keep = sk; o.body_keep = bk; o.http_pending_max = pm; o.bomb_limit = bl;
+    o.decompress_time_limit = tl; o.max_flows = mf; o.nids_streams = ns; o.nids_hosts = nh;
+    o.idle_timeout_us = (int64_t)(idle * 1e6);
+    o.established_timeout_us = (int64_t)(est * 1e6);
+    o.linger_us = (int64_t)(linger * 1e6);
+
+    cs_engine *e = &self->e;
+    memset(e, 0, sizeof *e);
+    e->opt = o;
+    e->cur_file = -1;
+    e->now_us = INT64_MIN / 2;
+    e->out = PyList_New(0);
+    e->files = PyList_New(0);
+    e->http_log = PyDict_New();
+    if (!e->out || !e->files || !e->http_log) return -1;
+    if (cs_flows_init(e) || cs_http_init(e)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    char err[512];
+    cs_the_engine = e;
+    if (cs_nids_start(e, err, sizeof err)) {
+        cs_the_engine = NULL;
+        PyErr_SetString(PyExc_RuntimeError, err);
+        return -1;
+    }
+    self->started = 1;
+    return 0;
+}
+
+static void release(EngineObject *self)
+{
+    cs_engine *e = &self->e;
+    if (self->started && !e->finished) {
+        /* Dropped without finish(): release libnids, discarding what it still held. */
+        cs_nids_finish(e);
+        e->finished = 1;
+    }
+    if (e->reader_open) cs_reader_free(&e->reader);
+    e->reader_open = 0;
+    cs_flows_free(e);
+    cs_http_free_cfg(e);
+    if (cs_the_engine == e) cs_the_engine = NULL;
+}
+
+static void Engine_dealloc(EngineObject *self)
+{
+    release(self);
+    Py_CLEAR(self->e.out);
+    Py_CLEAR(self->e.files);
+    Py_CLEAR(self->e.http_log);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Engine_open_file(EngineObject *self, PyObject *name)
+{
+    cs_engine *e = &self->e;
+    if (check_live(self)) return NULL;
+    if (!PyUnicode_Check(name)) return PyErr_Format(PyExc_TypeError, "file name must be str");
+    if (e->reader_open) cs_reader_free(&e->reader);
+    cs_reader_init(&e->reader);
+    e->reader_open = 1;
+    e->reader_failed = 0;
+    if (PyList_Append(e->files, name)) return NULL;
+    e->cur_file = (int)PyList_GET_SIZE(e->files) - 1;
+    e->cur_frame = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_feed(EngineObject *self, PyObject *arg)
+{
+    cs_engine *e = &self->e;
+    Py_buffer view;
+    if (check_live(self)) return NULL;
+    if (!e->reader_open) return PyErr_Format(PyExc_RuntimeError, "feed() before open_file()");
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
+    if (!e->reader_failed) {
+        int rc = cs_reader_feed(&e->reader, view.buf, view.len, on_packet, e);
+        if (rc == CS_ERROR) capture_error(e);
+    }
+    PyBuffer_Release(&view);
+    return take_output(e);
+}
+
+static PyObject *Engine_close_file(EngineObject *self, PyObject *unused)
+{
+    (void)unused;
+    cs_engine *e = &self->e;
+    if (check_live(self)) return NULL;
+    if (e->reader_open && !e->reader_failed && cs_reader_finish(&e->reader) == CS_ERROR)
+        capture_error(e);
+    if (e->reader_open) cs_reader_free(&e->reader);
+    e->reader_open = 0;
+    return take_output(e);
+}
+
+static PyObject *Engine_feed_packet(EngineObject *self, PyObject *args)
+{
+    cs_engine *e = &self->e;
+    long long ts_us;
+    int linktype;
+    Py_buffer view;
+    if (check_live(self)) return NULL;
+    if (!PyArg_ParseTuple(args, "Liy*", &ts_us, &linktype, &view)) return NULL;
+    if (e->cur_file < 0) {
+        PyObject *n = PyUnicode_FromString("<packets>");
+        if (!n || PyList_Append(e->files, n)) { Py_XDECREF(n); PyBuffer_Release(&view); return NULL; }
+        Py_DECREF(n);
+        e->cur_file = 0;
+    }
+    cs_packet p = {
+        .ts_sec = ts_us >= 0 ? ts_us / 1000000 : -((-ts_us + 999999) / 1000000),
+        .caplen = (uint32_t)view.len, .origlen = (uint32_t)view.len,
+        .linktype = linktype, .data = view.buf,
+    };
+    p.ts_usec = (uint32_t)(ts_us - p.ts_sec * 1000000);
+    one_packet(e, &p);
+    PyBuffer_Release(&view);
+    return take_output(e);
+}
+
+static PyObject *Engine_finish(EngineObject *self, PyObject *unused)
+{
+    (void)unused;
+    cs_engine *e = &self->e;
+    if (check_live(self)) return NULL;
+    if (e->reader_open && !e->reader_failed && cs_reader_finish(&e->reader) == CS_ERROR)
+        capture_error(e);
+    cs_nids_finish(e);
+    cs_flows_flush_all(e);
+    e->finished = 1;
+    PyObject *out = take_output(e);
+    release(self);
+    return out;
+}
+
+static PyObject *Engine_counters(EngineObject *self, PyObject *unused)
+{
+    (void)unused;
+    cs_engine *e = &self->e;
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < CSC__COUNT; i++) {
+        PyObject *v = Py_BuildValue("(KNK)", (unsigned long long)e->counters[i],
+                                    cs_file_name(e, e->counter_first[i].file),
+                                    (unsigned long long)e->counter_first[i].frame);
+        if (!v || PyDict_SetItemString(d, cs_counter_names[i], v)) { Py_XDECREF(v); Py_DECREF(d); return NULL; }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+static PyObject *Engine_http_messages(EngineObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyDict_Copy(self->e.http_log);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"open_file", (PyCFunction)Engine_open_file, METH_O,
+     "Start the next file of the capture chain (connections carry over)."},
+    {"feed", (PyCFunction)Engine_feed, METH_O, "Feed capture-file bytes; returns new records."},
+    {"close_file", (PyCFunction)Engine_close_file, METH_NOARGS,
+     "End of the current file; reports a truncated or empty file."},
+    {"feed_packet", (PyCFunction)Engine_feed_packet, METH_VARARGS,
+     "feed_packet(ts_us, linktype, frame) -> records."},
+    {"finish", (PyCFunction)Engine_finish, METH_NOARGS,
+     "End of input: flush every connection still open; releases libnids."},
+    {"counters", (PyCFunction)Engine_counters, METH_NOARGS,
+     "{name: (count, first file, first frame)}"},
+    {"http_messages", (PyCFunction)Engine_http_messages, METH_NOARGS,
+     "libhtp warnings and errors with their counts."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "c2scribe._core.Engine",
+    .tp_basicsize = sizeof(EngineObject),
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "libnids + libhtp engine: capture bytes in, records out.",
+    .tp_methods = Engine_methods,
+    .tp_init = (initproc)Engine_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef coremodule = {
+    PyModuleDef_HEAD_INIT, "c2scribe._core", "C engine of c2scribe (libnids + libhtp).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&coremodule);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0) { Py_DECREF(m); return NULL; }
+    PyModule_AddStringConstant(m, "ENGINE_NAME", "nids");
+    return m;
+}

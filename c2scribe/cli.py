@@ -1,0 +1,188 @@
+"""Command line: thin shell around the engine, the capture chain and the renderers."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import __version__
+from .capture import run_chain
+from .engine import Engine, EngineOptions
+from .errors import C2ScribeError
+from .render import JsonlWriter, TextWriter
+from .schema import CaptureError, Connection, EngineWarning, HttpTransaction
+
+EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
+
+
+def _size(text: str) -> int:
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b").rstrip("i")
+    if t and t[-1] in mult:
+        return int(float(t[:-1]) * mult[t[-1]])
+    return int(t)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine limits")
+    g.add_argument("--body-keep", type=_size, default=None, metavar="BYTES",
+                   help="decoded HTTP body bytes kept per message (default 64k)")
+    g.add_argument("--stream-keep", type=_size, default=None, metavar="BYTES",
+                   help="reassembled bytes kept per TCP direction (text default 4k, jsonl 0)")
+    g.add_argument("--max-flows", type=int, default=None, help="connections tracked at once")
+    g.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help="end connections idle this long (capture time; default 300)")
+
+
+def _engine_options(args, text: bool) -> EngineOptions:
+    o = EngineOptions()
+    kw = {}
+    if args.body_keep is not None:
+        kw["body_keep"] = args.body_keep
+    elif not text and not args.bodies:
+        kw["body_keep"] = 0
+    if args.stream_keep is not None:
+        kw["stream_keep"] = args.stream_keep
+    elif text:
+        kw["stream_keep"] = 4096
+    if args.max_flows is not None:
+        kw["max_flows"] = args.max_flows
+    if args.idle_timeout is not None:
+        kw["idle_timeout"] = args.idle_timeout
+    import dataclasses
+    return dataclasses.replace(o, **kw)
+
+
+class _Progress:
+    """A one-line progress report on stderr, only when stderr is a terminal."""
+
+    def __init__(self, paths: list[str], enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total = 0
+        for p in paths:
+            try:
+                self.total += os.path.getsize(p)
+            except OSError:
+                pass
+        self.done_files = 0
+        self.base = 0
+        self.last_path = None
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, path: str, done: int) -> None:
+        if path != self.last_path:
+            if self.last_path is not None:
+                try:
+                    self.base += os.path.getsize(self.last_path)
+                except OSError:
+                    pass
+                self.done_files += 1
+            self.last_path = path
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.5:
+            return
+        self.last = now
+        rate = (self.base + done) / max(now - self.t0, 1e-6) / 1e6
+        sys.stderr.write(f"\r  file {self.done_files + 1}: {self.base + done >> 20} MiB read "
+                         f"({rate:.0f} MB/s)   ")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+
+
+def cmd_transcript(args) -> int:
+    text = args.format == "text"
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    writer = (TextWriter(out, body_lines=args.body_lines, headers=not args.no_headers) if text
+              else JsonlWriter(out, bodies=args.bodies))
+    try:
+        engine = Engine(_engine_options(args, text))
+    except C2ScribeError as e:
+        print(f"c2scribe: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    counts = {"connections": 0, "http": 0, "errors": 0, "warnings": 0}
+    progress = _Progress(args.captures, not args.quiet)
+    t0 = time.monotonic()
+    try:
+        for rec in run_chain(engine, args.captures, progress=progress):
+            if isinstance(rec, HttpTransaction):
+                counts["http"] += 1
+            elif isinstance(rec, Connection):
+                counts["connections"] += 1
+            elif isinstance(rec, CaptureError):
+                counts["errors"] += 1
+                print(f"c2scribe: {rec.file}: damaged at byte offset {rec.offset} "
+                      f"(after {rec.packets_before} packets): {rec.message}", file=sys.stderr)
+            elif isinstance(rec, EngineWarning):
+                counts["warnings"] += 1
+            writer.write(rec)
+    except BrokenPipeError:
+        sys.stderr.close()
+        return EXIT_OK
+    finally:
+        progress.end()
+        writer.close()
+        if args.output:
+            out.close()
+    if not args.quiet:
+        c = getattr(engine, "final_counters", {})
+        dt = time.monotonic() - t0
+        print(f"c2scribe: {len(args.captures)} file(s), {c.get('packets', 0)} packets, "
+              f"{c.get('bytes', 0) / 1e6:.1f} MB in {dt:.1f}s; {counts['connections']} connections, "
+              f"{counts['http']} HTTP transactions, {counts['warnings']} warnings, "
+              f"{counts['errors']} damaged or unreadable file(s)", file=sys.stderr)
+    return EXIT_DAMAGED if counts["errors"] else EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .samples import write_samples
+    paths = write_samples(args.dir)
+    print(f"c2scribe demo: wrote {len(paths)} sample captures to {args.dir}", file=sys.stderr)
+    ns = argparse.Namespace(format=args.format, output=None, bodies=False, body_lines=12,
+                            no_headers=False, quiet=False, captures=paths, body_keep=None,
+                            stream_keep=None, max_flows=None, idle_timeout=None)
+    return cmd_transcript(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="c2scribe", description=__doc__)
+    p.add_argument("--version", action="version", version=f"c2scribe {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcript", help="print connections and HTTP exchanges of captures",
+                       description="Read capture files (pcap/pcapng, optionally gzip/zstd/bzip2/xz "
+                       "compressed) as ONE continuous chain in the order given (a rotation: "
+                       "oldest first), and print every TCP connection and HTTP transaction.")
+    t.add_argument("captures", nargs="+", metavar="CAPTURE")
+    t.add_argument("--format", choices=("text", "jsonl"), default="text")
+    t.add_argument("-o", "--output", help="write here instead of standard output")
+    t.add_argument("--bodies", action="store_true",
+                   help="jsonl: include kept body and stream bytes (base64)")
+    t.add_argument("--body-lines", type=int, default=20, help="text: body preview lines")
+    t.add_argument("--no-headers", action="store_true", help="text: hide HTTP headers")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
+    _add_engine_options(t)
+    t.set_defaults(func=cmd_transcript)
+
+    d = sub.add_parser("demo", help="write sample captures and print their transcript")
+    d.add_argument("--dir", default="c2scribe-samples")
+    d.add_argument("--format", choices=("text", "jsonl"), default="text")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except C2ScribeError as e:
+        print(f"c2scribe: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The sans-IO engine: capture bytes (or packets) in, records out.
+
+Wires capture parsing, link-layer normalisation, reassembly and HTTP parsing (all in C, see
+c2scribe/_core) and turns what comes out into schema records. No file, thread, Beam or
+printing here: the CLI, the Beam DoFn and the tests all drive this same object.
+
+libnids is one global state per process: only one Engine may be live at a time; finish() it
+(or let it go) before making the next.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from . import _core
+from .errors import ConfigError
+from .schema import CaptureError, Connection, EngineWarning, Record, from_core
+
+ENGINES = ("nids",)
+
+#: Counters that mean something was skipped or could not be done, with what to tell the user.
+WARNINGS = {
+    "unsupported_link_type": "frames of a link type c2scribe does not decode were skipped",
+    "truncated_link_header": "frames too short for their link-layer header were skipped",
+    "ipv6_tcp_not_reassembled": "IPv6 TCP packets: connections are reported, but the nids "
+                                "engine cannot reassemble IPv6",
+    "ipv6_fragments_skipped": "IPv6 fragments were skipped (nids engine: IPv4 only)",
+    "tcp_bad_header": "TCP/IP packets with an impossible header were skipped",
+    "nids_ip_bad_header": "libnids dropped IPv4 packets with a bad header or truncated by the snap length",
+    "nids_ip_source_route": "libnids dropped IPv4 packets with source-route options",
+    "nids_ip_oversized": "libnids dropped oversized reassembled IPv4 fragments",
+    "nids_ip_invalid_fragment_list": "libnids dropped invalid IPv4 fragment lists",
+    "nids_ip_fragment_overlap": "libnids saw overlapping IPv4 fragments",
+    "nids_tcp_bad_header": "libnids dropped TCP segments with a bad header",
+    "nids_tcp_too_many_streams": "libnids' stream table was full: oldest streams were evicted",
+    "nids_tcp_out_of_order_queue_overflow": "more than 64 KiB queued out of order: libnids "
+                                            "dropped the queue (capture loss?)",
+    "nids_tcp_bad_flags": "libnids saw TCP segments with bad flags",
+    "nids_other": "other libnids warnings",
+    "flows_evicted": "the connection table was full: oldest connections were ended early",
+    "http_unparsed_bytes_dropped": "bytes libhtp could not consume in time were dropped",
+    "http_parser_errors": "libhtp stopped parsing a direction of a connection after an error",
+    "time_went_backwards": "packets with a timestamp earlier than the previous packet",
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Limits of one engine. Sizes in bytes, times in seconds of capture time."""
+    stream_keep: int = 0                 # reassembled bytes kept per direction for decoders
+    body_keep: int = 65536               # decoded HTTP body bytes kept per message
+    http_pending_max: int = 1 << 20      # unconsumed bytes libhtp may leave per direction
+    bomb_limit: int = 64 << 20           # libhtp decompression bomb limit
+    decompress_time_limit: int = 100_000  # libhtp decompression time limit, microseconds
+    idle_timeout: float = 300.0          # connections the engine does not follow
+    established_timeout: float = 3600.0  # connections the engine follows
+    linger: float = 5.0                  # after FIN/RST, trailing packets still counted
+    max_flows: int = 1 << 18             # connections tracked at once (oldest evicted)
+    nids_streams: int = 1 << 16          # libnids stream hash size (3/4 of it usable)
+    nids_hosts: int = 4096               # libnids IP fragment host table
+
+
+class Engine:
+    """Capture bytes in, records out. One file after another forms one continuous chain."""
+
+    name = "nids"
+
+    def __init__(self, options: EngineOptions | None = None, **overrides):
+        opts = dataclasses.replace(options or EngineOptions(), **overrides)
+        self.options = opts
+        try:
+            self._core = _core.Engine(**dataclasses.asdict(opts))
+        except RuntimeError as e:
+            raise ConfigError(str(e)) from None
+        self._not_reassembled = 0
+        self._finished = False
+
+    def _records(self, raw: list) -> list[Record]:
+        out = []
+        for kind, d in raw:
+            rec = from_core(kind, d, self.name)
+            if isinstance(rec, Connection) and not rec.reassembled:
+                self._not_reassembled += 1
+            out.append(rec)
+        return out
+
+    def open_file(self, name: str) -> None:
+        """Start the next capture file of the chain; open connections carry over."""
+        self._core.open_file(name)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        """Bytes of the current capture file (pcap/pcapng), in order, any chunk size."""
+        return self._records(self._core.feed(data))
+
+    def close_file(self) -> list[Record]:
+        """End of the current file: a file that ends inside a record yields a CaptureError."""
+        return self._records(self._core.close_file())
+
+    def feed_packet(self, ts_us: int, linktype: int, frame: bytes) -> list[Record]:
+        """One link-layer frame, for callers with their own capture reader."""
+        return self._records(self._core.feed_packet(ts_us, linktype, frame))
+
+    def finish(self) -> list[Record]:
+        """End of input: every connection still open is flushed, then the run's warnings."""
+        if self._finished:
+            return []
+        counters = None
+        try:
+            out = self._records(self._core.finish())
+        finally:
+            self._finished = True
+            counters = self._core.counters()
+            messages = self._core.http_messages()
+        self.final_counters = {k: v[0] for k, v in counters.items()}
+        for code, text in WARNINGS.items():
+            n, file, frame = counters[code]
+            if n:
+                out.append(EngineWarning(code=code, count=n, message=text, file=file,
+                                         frame=frame or None))
+        if self._not_reassembled:
+            out.append(EngineWarning(
+                code="connections_not_reassembled", count=self._not_reassembled,
+                message="TCP connections seen without their handshake, or over IPv6: reported "
+                        "with packet and byte counts, but the nids engine cannot reassemble them",
+                file=None, frame=None))
+        for text, n in sorted(messages.items()):
+            out.append(EngineWarning(code="http_parser_message", count=n, message=text,
+                                     file=None, frame=None))
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Running totals (packets, bytes, connections, ...) by name."""
+        return {k: v[0] for k, v in self._core.counters().items()}
+
+
+__all__ = ["Engine", "EngineOptions", "ENGINES", "CaptureError"]
