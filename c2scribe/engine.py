@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from . import _core
 from .errors import ConfigError
-from .schema import CaptureError, Connection, EngineWarning, Record, from_core
+from .schema import CORE_KEYS, CaptureError, EngineWarning, Record, from_core, json_from_core
+
+_core.set_key_names(CORE_KEYS)
 
 ENGINES = ("nids",)
 
@@ -54,20 +56,28 @@ class EngineOptions:
     decompress_time_limit: int = 100_000  # libhtp decompression time limit, microseconds
     idle_timeout: float = 300.0          # connections the engine does not follow
     established_timeout: float = 3600.0  # connections the engine follows
-    linger: float = 5.0                  # after FIN/RST, trailing packets still counted
+    linger: float = 2.0                  # after FIN/RST, trailing packets still counted
     max_flows: int = 1 << 18             # connections tracked at once (oldest evicted)
     nids_streams: int = 1 << 16          # libnids stream hash size (3/4 of it usable)
     nids_hosts: int = 4096               # libnids IP fragment host table
 
 
 class Engine:
-    """Capture bytes in, records out. One file after another forms one continuous chain."""
+    """Capture bytes in, records out. One file after another forms one continuous chain.
+
+    With ``documents=True`` the engine returns jsonl documents (dicts with the schema's
+    external names, as Record.to_json gives them) instead of Record objects: the fast path
+    for sinks that serialise everything.
+    """
 
     name = "nids"
 
-    def __init__(self, options: EngineOptions | None = None, **overrides):
+    def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
+                 bodies: bool = False, **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
         self.options = opts
+        self.documents = documents
+        self.bodies = bodies
         try:
             self._core = _core.Engine(**dataclasses.asdict(opts))
         except RuntimeError as e:
@@ -75,14 +85,28 @@ class Engine:
         self._not_reassembled = 0
         self._finished = False
 
-    def _records(self, raw: list) -> list[Record]:
+    def _records(self, raw: list) -> list:
         out = []
-        for kind, d in raw:
-            rec = from_core(kind, d, self.name)
-            if isinstance(rec, Connection) and not rec.reassembled:
-                self._not_reassembled += 1
-            out.append(rec)
+        if self.documents:
+            for kind, d in raw:
+                if kind == "connection" and not d["c2scribe.connection.reassembled"]:
+                    self._not_reassembled += 1
+                out.append(json_from_core(kind, d, self.name, self.bodies))
+        else:
+            for kind, d in raw:
+                rec = from_core(kind, d, self.name)
+                if kind == "connection" and not rec.reassembled:
+                    self._not_reassembled += 1
+                out.append(rec)
         return out
+
+    def _own(self, rec: Record):
+        return rec.to_json(bodies=self.bodies) if self.documents else rec
+
+    def capture_error(self, file: str, offset: int, message: str, packets_before: int):
+        """A CaptureError (record or document) for damage found outside the engine."""
+        return self._own(CaptureError(file=file, offset=offset, message=message,
+                                      packets_before=packets_before))
 
     def open_file(self, name: str) -> None:
         """Start the next capture file of the chain; open connections carry over."""
@@ -112,21 +136,22 @@ class Engine:
             counters = self._core.counters()
             messages = self._core.http_messages()
         self.final_counters = {k: v[0] for k, v in counters.items()}
+        warnings = []
         for code, text in WARNINGS.items():
             n, file, frame = counters[code]
             if n:
-                out.append(EngineWarning(code=code, count=n, message=text, file=file,
-                                         frame=frame or None))
+                warnings.append(EngineWarning(code=code, count=n, message=text, file=file,
+                                              frame=frame or None))
         if self._not_reassembled:
-            out.append(EngineWarning(
+            warnings.append(EngineWarning(
                 code="connections_not_reassembled", count=self._not_reassembled,
                 message="TCP connections seen without their handshake, or over IPv6: reported "
                         "with packet and byte counts, but the nids engine cannot reassemble them",
                 file=None, frame=None))
         for text, n in sorted(messages.items()):
-            out.append(EngineWarning(code="http_parser_message", count=n, message=text,
-                                     file=None, frame=None))
-        return out
+            warnings.append(EngineWarning(code="http_parser_message", count=n, message=text,
+                                          file=None, frame=None))
+        return out + [self._own(w) for w in warnings]
 
     def counters(self) -> dict[str, int]:
         """Running totals (packets, bytes, connections, ...) by name."""

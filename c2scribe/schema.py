@@ -23,11 +23,27 @@ def F(name: str, type_: str, *, jsonl: bool = True):
     return field(metadata={"name": name, "type": type_, "jsonl": jsonl})
 
 
+_iso_cache: dict[int, str] = {}
+
+
 def iso(us: int | None) -> str | None:
+    """ISO 8601 UTC with microseconds; the per-second prefix is cached (hot path of jsonl)."""
     if us is None:
         return None
     sec, frac = divmod(us, 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:06d}Z"
+    head = _iso_cache.get(sec)
+    if head is None:
+        if len(_iso_cache) > 4096:
+            _iso_cache.clear()
+        head = _iso_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+    return f"{head}{frac:06d}Z"
+
+
+def _b64(v: bytes) -> str:
+    return base64.b64encode(v).decode("ascii")
+
+
+_CONVERT = {"ts": iso, "bytes": _b64}
 
 
 @dataclass(slots=True)
@@ -36,22 +52,25 @@ class Record:
 
     def to_json(self, *, bodies: bool = False) -> dict[str, Any]:
         """The record as a flat dict with external field names (the jsonl contract)."""
-        out: dict[str, Any] = {"@timestamp": None, "event.dataset": self.dataset,
+        cls = type(self)
+        plan = _PLANS.get((cls, bodies)) or _plan(cls, bodies)
+        out: dict[str, Any] = {"@timestamp": None, "event.dataset": cls.dataset,
                                "c2scribe.schema_version": SCHEMA_VERSION}
-        for attr, name, type_, in_jsonl in _fields(type(self)):
-            if not in_jsonl and not bodies:
-                continue
+        for attr, name, conv in plan:
             v = getattr(self, attr)
-            if v is not None:
-                if type_ == "ts":
-                    v = iso(v)
-                elif type_ == "bytes":
-                    v = base64.b64encode(v).decode("ascii")
-                elif type_ == "headers":
-                    v = [list(p) for p in v]
-            out[name] = v
-        out["@timestamp"] = out.get("event.start") or out.get("event.created")
+            out[name] = conv(v) if conv is not None and v is not None else v
+        out["@timestamp"] = out.get("event.start")
         return out
+
+
+_PLANS: dict[tuple[type, bool], list] = {}
+
+
+def _plan(cls: type, bodies: bool) -> list:
+    plan = [(attr, name, _CONVERT.get(type_)) for attr, name, type_, in_jsonl in _fields(cls)
+            if in_jsonl or bodies]
+    _PLANS[(cls, bodies)] = plan
+    return plan
 
 
 _FIELDS: dict[type, list[tuple[str, str, str, bool]]] = {}
@@ -199,41 +218,90 @@ class EngineWarning(Record):
 RECORD_TYPES = (Connection, HttpTransaction, CaptureError, EngineWarning)
 
 
+def _core_keys() -> dict[str, str]:
+    """attribute -> external name over the engine's records; one attribute, one field."""
+    keys: dict[str, str] = {}
+    for cls in (Connection, HttpTransaction, CaptureError):
+        for attr, name, _t, _j in _fields(cls):
+            if keys.setdefault(attr, name) != name:
+                raise AssertionError(f"schema: {attr} named both {keys[attr]} and {name}")
+    return keys
+
+
+#: What the C engine names its dict keys (it is told this mapping at import).
+CORE_KEYS = _core_keys()
+_DATASET = {"http": HttpTransaction, "connection": Connection, "capture_error": CaptureError}
+_TS = sorted({name for c in RECORD_TYPES for _a, name, t, _j in _fields(c) if t == "ts"})
+
+
 def _http_version(protocol: str | None, http09: bool) -> str | None:
     if http09:
         return "0.9"
-    if protocol and protocol.upper().startswith("HTTP/"):
+    if protocol and protocol[:5].upper() == "HTTP/":
         return protocol[5:]
     return None
 
 
 def _url_full(d: dict) -> str | None:
-    host, path = d.get("hostname"), d.get("uri")
-    if not host or path is None:
+    host, path = d["url.domain"], d["url.original"]
+    if not host or path is None or d["http.request.method"] == "CONNECT":
         return None
-    if d.get("method") == "CONNECT" or "://" in path:
-        return path if "://" in path else None
-    port = d.get("url_port")
-    default = 80
-    netloc = host if port in (None, default) else f"{host}:{port}"
-    return f"http://{netloc}{path}" if path.startswith("/") else None
+    if "://" in path:
+        return path
+    if not path.startswith("/"):
+        return None
+    port = d["url.port"]
+    return f"http://{host}{path}" if port in (None, 80) else f"http://{host}:{port}{path}"
+
+
+def _complete(kind: str, d: dict, engine: str) -> None:
+    """Add the fields derived from what the engine gave (external names, in place)."""
+    if kind == "http":
+        d["c2scribe.http.id"] = f"{d['c2scribe.connection.id']}-{d['c2scribe.http.index']}"
+        d["http.version"] = _http_version(
+            d["c2scribe.http.request.protocol"] or d["c2scribe.http.response.protocol"],
+            d["c2scribe.http.http09"])
+        d["url.full"] = _url_full(d)
+        d["network.type"] = "ipv4" if d["c2scribe.connection.ip_version"] == 4 else "ipv6"
+    elif kind == "connection":
+        d["c2scribe.engine"] = engine
+        d["network.transport"] = "tcp"
+        d["network.type"] = "ipv4" if d["c2scribe.connection.ip_version"] == 4 else "ipv6"
+        d["event.duration"] = (d["event.end"] - d["event.start"]) * 1000
+
+
+_ATTRS: dict[type, list[tuple[str, str]]] = {}
 
 
 def from_core(kind: str, d: dict, engine: str = "nids") -> Record:
-    """Build a record from a dict made by the C engine."""
-    if kind == "http":
-        d["tx_id"] = f"{d['conn_id']}-{d['index']}"
-        d["version"] = _http_version(d.get("request_protocol") or d.get("response_protocol"),
-                                     d.get("http_09", False))
-        d["url_full"] = _url_full(d)
-        d["network_type"] = "ipv4" if d["ip_version"] == 4 else "ipv6"
-        return HttpTransaction(**d)
-    if kind == "connection":
-        d["engine"] = engine
-        d["transport"] = "tcp"
-        d["network_type"] = "ipv4" if d["ip_version"] == 4 else "ipv6"
-        d["duration_ns"] = (d["end_us"] - d["start_us"]) * 1000
-        return Connection(**d)
-    if kind == "capture_error":
-        return CaptureError(**d)
-    raise ValueError(f"unknown record kind from engine: {kind!r}")
+    """Build a record from a dict made by the C engine (keys: external names)."""
+    cls = _DATASET.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown record kind from engine: {kind!r}")
+    _complete(kind, d, engine)
+    pairs = _ATTRS.get(cls)
+    if pairs is None:
+        pairs = _ATTRS[cls] = [(attr, name) for attr, name, _t, _j in _fields(cls)]
+    return cls(**{attr: d[name] for attr, name in pairs})
+
+
+_DROP: dict[type, tuple[str, ...]] = {}
+
+
+def json_from_core(kind: str, d: dict, engine: str = "nids", bodies: bool = False) -> dict:
+    """The jsonl document straight from an engine dict: what Record.to_json gives, faster."""
+    cls = _DATASET[kind]
+    _complete(kind, d, engine)
+    for name in _TS:
+        v = d.get(name)
+        if v is not None:
+            d[name] = iso(v)
+    drop = _DROP.get(cls)
+    if drop is None:
+        drop = _DROP[cls] = tuple(name for _a, name, _t, j in _fields(cls) if not j)
+    for name in drop:
+        v = d.pop(name, None)
+        if bodies:
+            d[name] = None if v is None else _b64(v)
+    return {"@timestamp": d.get("event.start"), "event.dataset": cls.dataset,
+            "c2scribe.schema_version": SCHEMA_VERSION, **d}

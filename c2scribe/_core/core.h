@@ -58,7 +58,8 @@ typedef struct cs_dir {           /* one direction of a connection */
     uint64_t ip_bytes;            /* IP bytes seen on the wire */
     uint64_t payload_bytes;       /* TCP payload bytes on the wire (retransmissions included) */
     uint64_t stream_bytes;        /* reassembled bytes delivered in order */
-    EVP_MD_CTX *sha;              /* sha256 of the reassembled bytes */
+    EVP_MD_CTX *sha;              /* sha256 of the reassembled bytes, while open */
+    char sha_hex[65];             /* its digest, once the connection ended */
     uint8_t *keep;                /* first bytes kept for decoders (bounded) */
     size_t keep_len, keep_cap;
     int truncated;                /* more bytes came than were kept */
@@ -73,6 +74,7 @@ struct cs_flow {
     int orientation_guessed;      /* no SYN/SYN-ACK told who the client is */
     char id[24];                  /* deterministic connection id */
     char community_id[40];
+    char ip_text[2][48];          /* addresses as text, formatted once */
     int64_t first_us, last_us;
     cs_pos first, last;
     cs_dir dir[2];
@@ -156,10 +158,14 @@ cs_flow *cs_flow_lookup4(cs_engine *e, uint32_t saddr, uint16_t sport, uint32_t 
 
 /* record output helpers (module.c) */
 void cs_emit(cs_engine *e, const char *kind, PyObject *dict);
-int cs_set(PyObject *d, const char *key, PyObject *v);   /* steals v; NULL v = error */
+int cs_set(PyObject *d, const char *key, PyObject *v);   /* steals v; NULL v = error; key: a literal */
+PyObject *cs_record_dict(void);
 PyObject *cs_str(const void *s, size_t len);             /* UTF-8, backslashreplace */
 PyObject *cs_hex_digest(EVP_MD_CTX *ctx);
+int cs_hex_final(EVP_MD_CTX *ctx, char *out, size_t outlen);   /* 0 = ok */
 PyObject *cs_ip_str(int ipver, const uint8_t *ip);
+void cs_ip_format(int ipver, const uint8_t *ip, char *buf, size_t len);
+extern const EVP_MD *cs_sha256, *cs_sha1;   /* fetched once: implicit fetches cost per call */
 PyObject *cs_file_name(cs_engine *e, int file);
 void cs_fail(cs_engine *e);                               /* a Python error is set */
 

@@ -9,6 +9,7 @@
 
 #include <string.h>
 #include <openssl/sha.h>
+#include <openssl/evp.h>
 
 const char *const cs_counter_names[CSC__COUNT] = {
     "packets", "bytes", "non_ip_frames", "unsupported_link_type", "truncated_link_header",
@@ -136,7 +137,7 @@ static void community_id(cs_flow *f)
     *p++ = 6; *p++ = 0;
     *p++ = f->port[a] >> 8; *p++ = f->port[a] & 0xff;
     *p++ = f->port[b] >> 8; *p++ = f->port[b] & 0xff;
-    SHA1(buf, p - buf, md);
+    EVP_Digest(buf, p - buf, md, NULL, cs_sha1, NULL);
     memcpy(f->community_id, "1:", 2);
     EVP_EncodeBlock((unsigned char *)f->community_id + 2, md, SHA_DIGEST_LENGTH);
 }
@@ -145,21 +146,23 @@ static void flow_id(cs_engine *e, cs_flow *f)
 {
     /* Deterministic: the same capture gives the same ids on every run and every machine. */
     static const char hexd[] = "0123456789abcdef";
-    char buf[512];
-    uint8_t md[SHA_DIGEST_LENGTH];
+    uint8_t buf[512], md[EVP_MAX_MD_SIZE], *p = buf;
     Py_ssize_t nlen = 0;
     const char *name = "";
-    PyObject *o = e->files && e->cur_file < PyList_GET_SIZE(e->files)
+    PyObject *o = e->files && e->cur_file >= 0 && e->cur_file < PyList_GET_SIZE(e->files)
                       ? PyList_GET_ITEM(e->files, e->cur_file) : NULL;
     if (o) name = PyUnicode_AsUTF8AndSize(o, &nlen);
     if (!name) { PyErr_Clear(); name = ""; nlen = 0; }
     /* the file's base name: ids do not depend on where the archive is mounted */
     for (Py_ssize_t i = nlen; i > 0; i--)
         if (name[i - 1] == '/') { name += i; nlen -= i; break; }
-    int k = snprintf(buf, sizeof buf, "%.*s|%llu|%lld|%s|%u|%u", (int)(nlen > 300 ? 300 : nlen),
-                     name, (unsigned long long)f->first.frame, (long long)f->first_us,
-                     f->community_id, f->port[0], f->port[1]);
-    SHA1((uint8_t *)buf, k, md);
+    if (nlen > 300) nlen = 300;
+    memcpy(p, name, nlen); p += nlen;
+    memcpy(p, &f->first.frame, 8); p += 8;
+    memcpy(p, &f->first_us, 8); p += 8;
+    memcpy(p, f->community_id, 30); p += 30;
+    memcpy(p, f->port, 4); p += 4;
+    EVP_Digest(buf, p - buf, md, NULL, cs_sha1, NULL);
     f->id[0] = 'C';
     for (int i = 0; i < 9; i++) {
         f->id[1 + 2 * i] = hexd[md[i] >> 4];
@@ -199,6 +202,8 @@ static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t c
     f->hash = h;
     community_id(f);
     flow_id(e, f);
+    cs_ip_format(ipver, f->ip[0], f->ip_text[0], sizeof f->ip_text[0]);
+    cs_ip_format(ipver, f->ip[1], f->ip_text[1], sizeof f->ip_text[1]);
     size_t b = h & (e->hsize - 1);
     f->hnext = e->htab[b];
     e->htab[b] = f;
@@ -215,10 +220,20 @@ static void unhash(cs_engine *e, cs_flow *f)
     if (*pp) *pp = f->hnext;
 }
 
+/* Digests are taken when the connection ends, so a lingering flow holds no hash state. */
+static void dir_close(cs_dir *d)
+{
+    if (!d->sha) return;
+    if (cs_hex_final(d->sha, d->sha_hex, sizeof d->sha_hex)) d->sha_hex[0] = 0;
+    EVP_MD_CTX_free(d->sha);
+    d->sha = NULL;
+}
+
 static PyObject *dir_sha(cs_dir *d)
 {
-    if (!d->sha || d->stream_bytes == 0) Py_RETURN_NONE;
-    return cs_hex_digest(d->sha);
+    dir_close(d);
+    if (!d->sha_hex[0] || d->stream_bytes == 0) Py_RETURN_NONE;
+    return PyUnicode_FromString(d->sha_hex);
 }
 
 static PyObject *dir_kept(cs_engine *e, cs_dir *d)
@@ -239,7 +254,7 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
     e->nflows--;
     if (f->http) cs_http_close(e, f);
     if (!e->py_error) {
-        PyObject *d = PyDict_New();
+        PyObject *d = cs_record_dict();
         cs_dir *c = &f->dir[CS_C2S], *s = &f->dir[CS_S2C];
         int ok = d &&
             !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
@@ -247,9 +262,9 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
             !cs_set(d, "start_us", PyLong_FromLongLong(f->first_us)) &&
             !cs_set(d, "end_us", PyLong_FromLongLong(f->last_us)) &&
             !cs_set(d, "ip_version", PyLong_FromLong(f->ipver)) &&
-            !cs_set(d, "src_ip", cs_ip_str(f->ipver, f->ip[0])) &&
+            !cs_set(d, "src_ip", PyUnicode_FromString(f->ip_text[0])) &&
             !cs_set(d, "src_port", PyLong_FromLong(f->port[0])) &&
-            !cs_set(d, "dst_ip", cs_ip_str(f->ipver, f->ip[1])) &&
+            !cs_set(d, "dst_ip", PyUnicode_FromString(f->ip_text[1])) &&
             !cs_set(d, "dst_port", PyLong_FromLong(f->port[1])) &&
             !cs_set(d, "orientation_guessed", PyBool_FromLong(f->orientation_guessed)) &&
             !cs_set(d, "src_packets", PyLong_FromUnsignedLongLong(c->packets)) &&
@@ -291,6 +306,8 @@ void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why)
 {
     if (f->closed) return;
     if (f->http) cs_http_close(e, f);
+    dir_close(&f->dir[0]);
+    dir_close(&f->dir[1]);
     f->end = why;
     f->closed = 1;
     f->closed_us = e->now_us;
@@ -478,7 +495,7 @@ void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data,
     if (!len) return;
     if (!d->sha) {
         d->sha = EVP_MD_CTX_new();
-        if (!d->sha || !EVP_DigestInit_ex(d->sha, EVP_sha256(), NULL)) {
+        if (!d->sha || !EVP_DigestInit_ex(d->sha, cs_sha256, NULL)) {
             PyErr_NoMemory();
             cs_fail(e);
             return;

@@ -29,12 +29,44 @@ void cs_emit(cs_engine *e, const char *kind, PyObject *dict)
     Py_XDECREF(t);
 }
 
+/* Record keys are string literals: intern each once, found again by its address. */
+#define KEY_SLOTS 512
+static struct { const char *c; PyObject *o; } key_cache[KEY_SLOTS];
+
+static PyObject *key_names;   /* attribute name -> external name, from c2scribe.schema */
+
+static PyObject *key_object(const char *key)
+{
+    size_t h = ((uintptr_t)key >> 3) & (KEY_SLOTS - 1);
+    for (size_t i = 0; i < KEY_SLOTS; i++, h = (h + 1) & (KEY_SLOTS - 1)) {
+        if (key_cache[h].c == key) return key_cache[h].o;
+        if (!key_cache[h].c) {
+            PyObject *o = key_names ? PyDict_GetItemString(key_names, key) : NULL;
+            if (o) {
+                Py_INCREF(o);
+                PyUnicode_InternInPlace(&o);
+            } else o = PyUnicode_InternFromString(key);
+            if (!o) return NULL;
+            key_cache[h].c = key;
+            key_cache[h].o = o;
+            return o;
+        }
+    }
+    return PyUnicode_FromString(key);   /* table full: never with our key count */
+}
+
 int cs_set(PyObject *d, const char *key, PyObject *v)
 {
     if (!v) return -1;
-    int r = PyDict_SetItemString(d, key, v);
+    PyObject *k = key_object(key);
+    int r = k ? PyDict_SetItem(d, k, v) : -1;
     Py_DECREF(v);
     return r;
+}
+
+PyObject *cs_record_dict(void)
+{
+    return _PyDict_NewPresized(64);
 }
 
 PyObject *cs_str(const void *s, size_t len)
@@ -42,24 +74,37 @@ PyObject *cs_str(const void *s, size_t len)
     return PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "backslashreplace");
 }
 
-PyObject *cs_hex_digest(EVP_MD_CTX *ctx)
+int cs_hex_final(EVP_MD_CTX *ctx, char *out, size_t outlen)
 {
     static const char hexd[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    char out[2 * EVP_MAX_MD_SIZE];
-    if (!EVP_DigestFinal_ex(ctx, md, &n)) Py_RETURN_NONE;
+    if (!EVP_DigestFinal_ex(ctx, md, &n) || outlen < 2 * n + 1) return -1;
     for (unsigned int i = 0; i < n; i++) {
         out[2 * i] = hexd[md[i] >> 4];
         out[2 * i + 1] = hexd[md[i] & 15];
     }
-    return PyUnicode_FromStringAndSize(out, 2 * n);
+    out[2 * n] = 0;
+    return 0;
+}
+
+PyObject *cs_hex_digest(EVP_MD_CTX *ctx)
+{
+    char out[2 * EVP_MAX_MD_SIZE + 1];
+    if (cs_hex_final(ctx, out, sizeof out)) Py_RETURN_NONE;
+    return PyUnicode_FromString(out);
+}
+
+void cs_ip_format(int ipver, const uint8_t *ip, char *buf, size_t len)
+{
+    if (ipver == 4) snprintf(buf, len, "%u.%u.%u.%u", ip[0], ip[1], ip[2], ip[3]);
+    else if (!inet_ntop(AF_INET6, ip, buf, len)) snprintf(buf, len, "?");
 }
 
 PyObject *cs_ip_str(int ipver, const uint8_t *ip)
 {
     char buf[INET6_ADDRSTRLEN];
-    if (!inet_ntop(ipver == 4 ? AF_INET : AF_INET6, ip, buf, sizeof buf)) Py_RETURN_NONE;
+    cs_ip_format(ipver, ip, buf, sizeof buf);
     return PyUnicode_FromString(buf);
 }
 
@@ -146,7 +191,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
         .max_flows = 1 << 18, .nids_streams = 1 << 16, .nids_hosts = 4096,
     };
-    double idle = 300, est = 3600, linger = 5;
+    double idle = 300, est = 3600, linger = 2;
     Py_ssize_t sk = 0, bk = 65536, pm = 1 << 20, bl = 64 << 20, tl = 100000, mf = 1 << 18;
     int ns = 1 << 16, nh = 4096;
     if (self->started) {
@@ -315,6 +360,9 @@ static PyObject *Engine_counters(EngineObject *self, PyObject *unused)
         if (!v || PyDict_SetItemString(d, cs_counter_names[i], v)) { Py_XDECREF(v); Py_DECREF(d); return NULL; }
         Py_DECREF(v);
     }
+    PyObject *live = d ? Py_BuildValue("(KOK)", (unsigned long long)e->nflows, Py_None, 0ULL) : NULL;
+    if (d && (!live || PyDict_SetItemString(d, "flows_live", live))) Py_CLEAR(d);
+    Py_XDECREF(live);
     return d;
 }
 
@@ -353,13 +401,35 @@ static PyTypeObject EngineType = {
     .tp_new = PyType_GenericNew,
 };
 
-static struct PyModuleDef coremodule = {
-    PyModuleDef_HEAD_INIT, "c2scribe._core", "C engine of c2scribe (libnids + libhtp).", -1, NULL,
+static PyObject *set_key_names(PyObject *mod, PyObject *mapping)
+{
+    (void)mod;
+    if (!PyDict_Check(mapping)) return PyErr_Format(PyExc_TypeError, "a dict is required");
+    if (key_names) return PyErr_Format(PyExc_RuntimeError, "key names are already set");
+    Py_INCREF(mapping);
+    key_names = mapping;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_key_names", set_key_names, METH_O,
+     "Set once, before any Engine: {attribute name: external field name} for record dicts."},
+    {NULL, NULL, 0, NULL},
 };
+
+static struct PyModuleDef coremodule = {
+    PyModuleDef_HEAD_INIT, "c2scribe._core", "C engine of c2scribe (libnids + libhtp).", -1,
+    module_methods,
+};
+
+const EVP_MD *cs_sha256, *cs_sha1;
 
 PyMODINIT_FUNC PyInit__core(void)
 {
     if (PyType_Ready(&EngineType) < 0) return NULL;
+    cs_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    cs_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    if (!cs_sha256 || !cs_sha1) return PyErr_Format(PyExc_ImportError, "libcrypto has no SHA-256/SHA-1");
     PyObject *m = PyModule_Create(&coremodule);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0) { Py_DECREF(m); return NULL; }

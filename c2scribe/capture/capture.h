@@ -87,7 +87,7 @@ typedef struct cs_l3 {
 enum {
     CS_ENCAP_VLAN = 1 << 0, CS_ENCAP_QINQ = 1 << 1, CS_ENCAP_MPLS = 1 << 2,
     CS_ENCAP_PPPOE = 1 << 3, CS_ENCAP_GRE = 1 << 4, CS_ENCAP_VXLAN = 1 << 5,
-    CS_ENCAP_IPIP = 1 << 6,
+    CS_ENCAP_IPIP = 1 << 6, CS_ENCAP_GENEVE = 1 << 7,
 };
 
 /* Find the IP header inside a link-layer frame. Returns CS_L3_*; on CS_L3_OK fills out. */

@@ -13,6 +13,12 @@ from ..schema import CaptureError, Record
 from .files import CHUNK, read_chunks
 
 
+def _is_capture_error(rec) -> bool:
+    if isinstance(rec, dict):
+        return rec.get("event.dataset") == CaptureError.dataset
+    return isinstance(rec, CaptureError)
+
+
 def run_chain(engine, paths: Iterable[str], chunk_size: int = CHUNK,
               progress=None) -> Iterator[Record]:
     """Feed every file of paths to engine, then finish it; yields records as they complete.
@@ -32,9 +38,9 @@ def run_chain(engine, paths: Iterable[str], chunk_size: int = CHUNK,
                     progress(path, done)
         except CaptureOpenError as e:
             failed = True
-            yield CaptureError(file=path, offset=e.offset, message=e.message,
-                               packets_before=engine.counters()["packets"] - packets_at_start)
+            yield engine.capture_error(path, e.offset, e.message,
+                                       engine.counters()["packets"] - packets_at_start)
         for rec in engine.close_file():
-            if not (failed and isinstance(rec, CaptureError)):
+            if not (failed and _is_capture_error(rec)):
                 yield rec
     yield from engine.finish()

@@ -115,17 +115,31 @@ static int ethertype(walk *w, uint32_t type, uint64_t off, int tags, cs_l3 *out)
         return ethertype(w, be16(w->d + off + 2), off + 4, tags + 1, out);
     case 0x8847: case 0x8848:
         return mpls(w, off, out);
-    case 0x8864:                                 /* PPPoE session: 6-byte header + PPP protocol */
-        if (!have(w, off, 8))
+    case 0x8864:                                 /* PPPoE session: 6-byte header, then PPP */
+        if (!have(w, off, 6))
             return TRUNC;
         if (w->d[off + 1] != 0)                  /* code 0 = session data */
             return NOT_IP;
         w->encap |= CS_ENCAP_PPPOE;
-        return ppp_proto(w, be16(w->d + off + 6), off + 8, out);
+        return ppp_frame(w, off + 6, out);       /* some peers compress the protocol field */
     case 0x880B:                                 /* PPP (PPTP's GRE) */
         return ppp_frame(w, off, out);
     case 0x6558:                                 /* transparent Ethernet bridging */
         return ether(w, off, out);
+    case 0x894F: {                               /* NSH (RFC 8300): length in 4-byte words */
+        if (!have(w, off, 4))
+            return TRUNC;
+        uint32_t words = w->d[off + 1] & 0x3f, next = w->d[off + 3];
+        if (words < 2)
+            return NOT_IP;
+        off += words * 4;
+        return next == 1 ? ip(w, off, 4, out) : next == 2 ? ip(w, off, 6, out)
+             : next == 3 ? ether(w, off, out) : NOT_IP;
+    }
+    case 0x8909:                                 /* Cisco MetaData: 6 bytes, then an ethertype */
+        if (!have(w, off, 8))
+            return TRUNC;
+        return ethertype(w, be16(w->d + off + 6), off + 8, tags, out);
     }
     return NOT_IP;
 }
@@ -196,11 +210,17 @@ static int decap(walk *w, uint64_t off, int version, cs_l3 *out)
     case 47:
         w->encap |= CS_ENCAP_GRE;
         return gre(w, p, out);
-    case 17:                                     /* VXLAN: UDP to 4789, 8-byte header, Ethernet */
-        if (!have(w, p, 16) || be16(w->d + p + 2) != 4789)
+    case 17:                                     /* by UDP destination port */
+        if (!have(w, p, 16))
             return NOT_IP;
-        w->encap |= CS_ENCAP_VXLAN;
-        return ether(w, p + 16, out);
+        if (be16(w->d + p + 2) == 4789) {        /* VXLAN: 8-byte header, then Ethernet */
+            w->encap |= CS_ENCAP_VXLAN;
+            return ether(w, p + 16, out);
+        }
+        if (be16(w->d + p + 2) == 6081) {        /* Geneve: 8 bytes + options, an ethertype */
+            w->encap |= CS_ENCAP_GENEVE;
+            return ethertype(w, be16(w->d + p + 10), p + 16 + (w->d[p + 8] & 0x3f) * 4u, 0, out);
+        }
     }
     return NOT_IP;
 }

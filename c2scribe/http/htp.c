@@ -115,7 +115,7 @@ static int body_data(htp_tx_data_t *d, int dir)
     if (!d->data || !d->len) return HTP_OK;
     if (!t->sha[dir]) {
         t->sha[dir] = EVP_MD_CTX_new();
-        if (!t->sha[dir] || !EVP_DigestInit_ex(t->sha[dir], EVP_sha256(), NULL)) return HTP_ERROR;
+        if (!t->sha[dir] || !EVP_DigestInit_ex(t->sha[dir], cs_sha256, NULL)) return HTP_ERROR;
     }
     EVP_DigestUpdate(t->sha[dir], d->data, d->len);
     t->body_len[dir] += d->len;
@@ -286,7 +286,7 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     if (e->py_error) { tx_free(t); return; }
     int has_response = tx->response_progress > HTP_RESPONSE_NOT_STARTED;
     int no_request = t->response_only;
-    PyObject *d = PyDict_New();
+    PyObject *d = cs_record_dict();
     int ok = d &&
         !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
         !cs_set(d, "community_id", PyUnicode_FromString(f->community_id)) &&
@@ -294,9 +294,9 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
         !cs_set(d, "start_us", PyLong_FromLongLong(t->start_us)) &&
         !cs_set(d, "end_us", PyLong_FromLongLong(t->end_us)) &&
         !cs_set(d, "ip_version", PyLong_FromLong(f->ipver)) &&
-        !cs_set(d, "src_ip", cs_ip_str(f->ipver, f->ip[0])) &&
+        !cs_set(d, "src_ip", PyUnicode_FromString(f->ip_text[0])) &&
         !cs_set(d, "src_port", PyLong_FromLong(f->port[0])) &&
-        !cs_set(d, "dst_ip", cs_ip_str(f->ipver, f->ip[1])) &&
+        !cs_set(d, "dst_ip", PyUnicode_FromString(f->ip_text[1])) &&
         !cs_set(d, "dst_port", PyLong_FromLong(f->port[1])) &&
         !cs_set(d, "method", no_request ? Py_NewRef(Py_None) : bstr_str(tx->request_method)) &&
         !cs_set(d, "uri", no_request ? Py_NewRef(Py_None) : bstr_str(tx->request_uri)) &&
@@ -443,16 +443,8 @@ static int http_open(cs_engine *e, cs_flow *f, cs_http *h)
     h->connp = htp_connp_create(e->http_cfg);
     if (!h->connp) return -1;
     htp_connp_set_user_data(h->connp, f);
-    char a[2][64];
-    for (int i = 0; i < 2; i++) {
-        PyObject *s = cs_ip_str(f->ipver, f->ip[i]);
-        const char *c = s ? PyUnicode_AsUTF8(s) : NULL;
-        snprintf(a[i], sizeof a[i], "%s", c ? c : "");
-        Py_XDECREF(s);
-        PyErr_Clear();
-    }
     struct timeval tv = now_tv(e);
-    htp_connp_open(h->connp, a[0], f->port[0], a[1], f->port[1], &tv);
+    htp_connp_open(h->connp, f->ip_text[0], f->port[0], f->ip_text[1], f->port[1], &tv);
     return 0;
 }
 
