@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(t)
     t.set_defaults(func=cmd_transcript)
 
+    sc = sub.add_parser("schema", help="print the record schema (field names) as Markdown")
+    sc.set_defaults(func=lambda args: print(__import__("c2scribe.schema").schema.markdown()) or 0)
+
     d = sub.add_parser("demo", help="write sample captures and print their transcript")
     d.add_argument("--dir", default="c2scribe-samples")
     d.add_argument("--format", choices=("text", "jsonl"), default="text")
