@@ -303,8 +303,10 @@ def json_from_core(kind: str, d: dict, engine: str = "nids", bodies: bool = Fals
         v = d.pop(name, None)
         if bodies:
             d[name] = None if v is None else _b64(v)
-    return {"@timestamp": d.get("event.start"), "event.dataset": cls.dataset,
-            "c2scribe.schema_version": SCHEMA_VERSION, **d}
+    d["@timestamp"] = d.get("event.start")
+    d["event.dataset"] = cls.dataset
+    d["c2scribe.schema_version"] = SCHEMA_VERSION
+    return d
 
 
 def markdown() -> str:

@@ -201,3 +201,57 @@ def test_docs_schema_is_current():
     from c2scribe.schema import markdown
     doc = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
     assert doc.read_text() == markdown() + "\n", "regenerate: c2scribe schema > docs/schema.md"
+
+
+def _feed_convs(engine, convs):
+    packets = sorted((p for c in convs for p in c.packets), key=lambda p: p[0])
+    out = []
+    for t, frame in packets:
+        out += engine.feed_packet(int(round(t * 1e6)), 1, frame)
+    return out + engine.finish()
+
+
+def _http_conv(cport, t0, *, close=True, sport=80):
+    c = samples.Conversation("10.2.0.1", cport, "10.2.0.2", sport, t0).handshake()
+    c.send(0, b"GET /p%d HTTP/1.1\r\nHost: h\r\n\r\n" % cport)
+    c.send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    return c.close() if close else c
+
+
+def test_four_tuple_reuse_gives_two_connections():
+    first = _http_conv(40100, 1000.0, close=False)      # abandoned: no FIN, no RST
+    second = _http_conv(40100, 1100.0)                  # same 4-tuple, 100 s later
+    second.seq = [77777, 88888]
+    second.packets.clear()
+    second.t = 1100.0
+    second.handshake()
+    second.send(0, b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
+    second.send(1, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    second.close()
+    out = _feed_convs(Engine(), [first, second])
+    conns = [r for r in out if isinstance(r, Connection)]
+    txs = [r for r in out if isinstance(r, HttpTransaction)]
+    assert [c.end_reason for c in conns] == ["reused", "fin"]
+    assert all(c.reassembled for c in conns)
+    assert [(t.uri, t.status_code) for t in txs] == [("/p40100", 200), ("/again", 404)]
+    assert len({c.conn_id for c in conns}) == 2
+
+
+def test_full_table_evicts_oldest_and_reports_each_connection_once():
+    convs = [_http_conv(41000 + i, 2000.0 + i * 0.01, close=False) for i in range(40)]
+    out = _feed_convs(Engine(max_flows=16), convs)
+    conns = [r for r in out if isinstance(r, Connection)]
+    assert sorted(c.src_port for c in conns) == [41000 + i for i in range(40)]
+    assert sum(c.end_reason == "evicted" for c in conns) == 40 - 16
+    assert sum(c.end_reason == "open_at_end" for c in conns) == 16
+    assert sum(isinstance(r, HttpTransaction) for r in out) == 40
+    w = [r for r in out if isinstance(r, EngineWarning) and r.code == "flows_evicted"]
+    assert w and w[0].count == 24
+
+
+def test_idle_connection_times_out_in_capture_time():
+    idle = _http_conv(42000, 3000.0, close=False)
+    later = _http_conv(42001, 3000.0 + 7200, close=True)
+    out = _feed_convs(Engine(established_timeout=600), [idle, later])
+    conns = {c.src_port: c for c in out if isinstance(c, Connection)}
+    assert conns[42000].end_reason == "timeout" and conns[42001].end_reason == "fin"

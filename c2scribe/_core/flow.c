@@ -173,6 +173,8 @@ static void flow_id(cs_engine *e, cs_flow *f)
 
 /* ---------- creation and release ---------- */
 
+static void flow_finalize(cs_engine *e, cs_flow *f);
+
 static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t cport,
                          const uint8_t *srv, uint16_t sport, uint32_t h)
 {
@@ -181,11 +183,10 @@ static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t c
                         : e->head[CS_LIST_UNTRACKED] ? e->head[CS_LIST_UNTRACKED]
                         : e->head[CS_LIST_TRACKED];
         if (victim) {
-            cs_count(e, CSC_FLOWS_EVICTED);
+            if (!victim->closed) cs_count(e, CSC_FLOWS_EVICTED);
             if (victim->engine_ref) cs_nids_release(e, victim, CS_END_EVICTED);
             if (!victim->closed) cs_flow_end(e, victim, CS_END_EVICTED);
-            victim->closed_us = INT64_MIN;   /* finalize now */
-            cs_flows_expire(e);
+            flow_finalize(e, victim);
         }
     }
     cs_flow *f = calloc(1, sizeof *f);
@@ -319,8 +320,7 @@ void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why)
 void cs_flows_expire(cs_engine *e)
 {
     cs_flow *f;
-    while ((f = e->head[CS_LIST_CLOSED]) &&
-           (f->closed_us == INT64_MIN || e->now_us - f->closed_us > e->opt.linger_us))
+    while ((f = e->head[CS_LIST_CLOSED]) && e->now_us - f->closed_us > e->opt.linger_us)
         flow_finalize(e, f);
     while ((f = e->head[CS_LIST_UNTRACKED]) && e->now_us - f->last_us > e->opt.idle_timeout_us) {
         cs_flow_end(e, f, CS_END_TIMEOUT);
@@ -430,12 +430,10 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
         /* A new connection on the same 4-tuple: the old one is over. */
         if (f->engine_ref) cs_nids_release(e, f, CS_END_REUSED);
         if (!f->closed) cs_flow_end(e, f, CS_END_REUSED);
-        f->closed_us = INT64_MIN;
-        cs_flows_expire(e);
+        flow_finalize(e, f);
         f = NULL;
     } else if (f && pure_syn && dir == CS_S2C && f->closed) {
-        f->closed_us = INT64_MIN;               /* roles swapped on a reused tuple */
-        cs_flows_expire(e);
+        flow_finalize(e, f);                    /* roles swapped on a reused tuple */
         f = NULL;
     }
     if (!f) {
