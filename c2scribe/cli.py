@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 import time
@@ -100,7 +101,7 @@ def cmd_transcript(args) -> int:
     writer = (TextWriter(out, body_lines=args.body_lines, headers=not args.no_headers) if text
               else JsonlWriter(out, bodies=args.bodies))
     try:
-        engine = Engine(_engine_options(args, text), documents=not text, bodies=args.bodies)
+        engine = Engine(_engine_options(args, text), jsonl=not text, bodies=args.bodies)
     except C2ScribeError as e:
         print(f"c2scribe: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -111,10 +112,10 @@ def cmd_transcript(args) -> int:
     gc.disable()  # records hold no cycles: spare the collector millions of small dicts
     try:
         for rec in run_chain(engine, args.captures, progress=progress):
-            dataset = rec["event.dataset"] if isinstance(rec, dict) else rec.dataset
+            dataset = rec[0] if isinstance(rec, tuple) else rec.dataset
             counts[dataset] += 1
             if dataset == "c2scribe.capture_error":
-                err = rec if isinstance(rec, dict) else rec.to_json()
+                err = json.loads(rec[1]) if isinstance(rec, tuple) else rec.to_json()
                 print(f"c2scribe: {err['c2scribe.capture.file']}: damaged at byte offset "
                       f"{err['c2scribe.capture.offset']} (after {err['c2scribe.capture.packets_before']}"
                       f" packets): {err['error.message']}", file=sys.stderr)

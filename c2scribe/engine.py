@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from . import _core
 from .errors import ConfigError
-from .schema import CORE_KEYS, CaptureError, EngineWarning, Record, from_core, json_from_core
+from .render.jsonl import dumps
+from .schema import (_DATASET, CORE_KEYS, SCHEMA_VERSION, CaptureError, EngineWarning, Record, from_core,
+                     json_from_core)
 
-_core.set_key_names(CORE_KEYS)
+_core.set_key_names(CORE_KEYS, SCHEMA_VERSION)
 
 ENGINES = ("nids",)
 
@@ -65,21 +67,23 @@ class EngineOptions:
 class Engine:
     """Capture bytes in, records out. One file after another forms one continuous chain.
 
-    With ``documents=True`` the engine returns jsonl documents (dicts with the schema's
-    external names, as Record.to_json gives them) instead of Record objects: the fast path
-    for sinks that serialise everything.
+    Output modes: Record objects (default); ``documents=True``: jsonl documents (dicts with the
+    schema's external names, as Record.to_json gives them); ``jsonl=True``: (dataset, bytes)
+    pairs, each bytes one finished JSON document written by the C engine, the fast path for
+    sinks that serialise everything.
     """
 
     name = "nids"
 
     def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
-                 bodies: bool = False, **overrides):
+                 jsonl: bool = False, bodies: bool = False, **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
         self.options = opts
         self.documents = documents
+        self.jsonl = jsonl
         self.bodies = bodies
         try:
-            self._core = _core.Engine(**dataclasses.asdict(opts))
+            self._core = _core.Engine(**dataclasses.asdict(opts), json=jsonl, json_bodies=bodies)
         except RuntimeError as e:
             raise ConfigError(str(e)) from None
         self._not_reassembled = 0
@@ -87,7 +91,12 @@ class Engine:
 
     def _records(self, raw: list) -> list:
         out = []
-        if self.documents:
+        if self.jsonl:
+            for kind, doc in raw:
+                if kind == "connection" and b'"c2scribe.connection.reassembled":false' in doc:
+                    self._not_reassembled += 1
+                out.append((_DATASET[kind].dataset, doc))
+        elif self.documents:
             for kind, d in raw:
                 if kind == "connection" and not d["c2scribe.connection.reassembled"]:
                     self._not_reassembled += 1
@@ -101,6 +110,8 @@ class Engine:
         return out
 
     def _own(self, rec: Record):
+        if self.jsonl:
+            return (rec.dataset, dumps(rec.to_json(bodies=self.bodies)))
         return rec.to_json(bodies=self.bodies) if self.documents else rec
 
     def capture_error(self, file: str, offset: int, message: str, packets_before: int):

@@ -228,9 +228,10 @@ def _core_keys() -> dict[str, str]:
     return keys
 
 
-#: What the C engine names its dict keys (it is told this mapping at import).
-CORE_KEYS = _core_keys()
 _DATASET = {"http": HttpTransaction, "connection": Connection, "capture_error": CaptureError}
+#: What the C engine names its record keys (it is told this mapping at import), plus the
+#: dataset of each kind of record it makes.
+CORE_KEYS = {**_core_keys(), **{f"dataset:{k}": c.dataset for k, c in _DATASET.items()}}
 _TS = sorted({name for c in RECORD_TYPES for _a, name, t, _j in _fields(c) if t == "ts"})
 
 

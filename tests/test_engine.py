@@ -118,11 +118,17 @@ def test_one_engine_per_process():
     Engine().finish()          # a finished engine released libnids
 
 
-def test_documents_equal_records(sample_dir):
-    """The jsonl fast path and Record.to_json give the same documents."""
-    docs = list(run_chain(Engine(documents=True), sample_dir))
-    recs = list(run_chain(Engine(), sample_dir))
-    assert docs == [r.to_json() for r in recs]
+@pytest.mark.parametrize("bodies", [False, True])
+def test_documents_equal_records(sample_dir, bodies):
+    """The jsonl fast paths (Python documents, C-written JSON) and Record.to_json agree."""
+    import json
+    kw = dict(body_keep=100, stream_keep=100)
+    recs = [r.to_json(bodies=bodies) for r in run_chain(Engine(**kw), sample_dir)]
+    docs = list(run_chain(Engine(documents=True, bodies=bodies, **kw), sample_dir))
+    lines = list(run_chain(Engine(jsonl=True, bodies=bodies, **kw), sample_dir))
+    assert docs == recs
+    assert [json.loads(b) for _ds, b in lines] == json.loads(json.dumps(recs))
+    assert [ds for ds, _b in lines] == [r["event.dataset"] for r in recs]
 
 
 def test_every_schema_field_comes_from_the_engine(sample_dir):

@@ -137,6 +137,9 @@ struct cs_engine {
     PyObject *out;                /* list of (kind, dict) produced by the current call */
     int py_error;                 /* a Python exception is pending */
     int finished;
+    int json;                     /* build finished JSON documents instead of dicts */
+    int json_bodies;              /* ... with kept body and stream bytes (base64) */
+    long schema_version;
     void *http_cfg;               /* htp_cfg_t */
     PyObject *http_log;           /* dict: libhtp message -> count */
 };
@@ -168,6 +171,31 @@ void cs_ip_format(int ipver, const uint8_t *ip, char *buf, size_t len);
 extern const EVP_MD *cs_sha256, *cs_sha1;   /* fetched once: implicit fetches cost per call */
 PyObject *cs_file_name(cs_engine *e, int file);
 void cs_fail(cs_engine *e);                               /* a Python error is set */
+
+/* record.c: one record, built as a dict or as a JSON document (see record.c) */
+typedef struct cs_rec {
+    cs_engine *e;
+    int json, err, n, items;
+    PyObject *d, *list;
+    const char *list_key;
+    char *buf;
+    size_t len, cap;
+} cs_rec;
+int cs_rec_begin(cs_engine *e, cs_rec *r);
+void cs_rec_null(cs_rec *r, const char *k);
+void cs_rec_str(cs_rec *r, const char *k, const void *s, size_t n);   /* s NULL: null */
+void cs_rec_cstr(cs_rec *r, const char *k, const char *s);
+void cs_rec_int(cs_rec *r, const char *k, long long v);
+void cs_rec_bool(cs_rec *r, const char *k, int v);
+void cs_rec_ts(cs_rec *r, const char *k, int64_t us);
+void cs_rec_bytes(cs_rec *r, const char *k, const void *p, size_t n, int present);
+void cs_rec_list_begin(cs_rec *r, const char *k);
+void cs_rec_item(cs_rec *r, const void *s, size_t n);
+void cs_rec_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn);
+void cs_rec_list_end(cs_rec *r);
+void cs_rec_end(cs_rec *r, const char *kind, const char *dataset_key, int64_t timestamp_us);
+void cs_iso(int64_t us, char out[32]);
+const char *cs_key_utf8(const char *key);   /* external name of a record key */
 
 /* reassembly/nids.c: the libnids engine */
 int cs_nids_start(cs_engine *e, char *err, size_t errlen);

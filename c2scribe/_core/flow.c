@@ -230,17 +230,10 @@ static void dir_close(cs_dir *d)
     d->sha = NULL;
 }
 
-static PyObject *dir_sha(cs_dir *d)
+static const char *dir_sha(cs_dir *d)
 {
     dir_close(d);
-    if (!d->sha_hex[0] || d->stream_bytes == 0) Py_RETURN_NONE;
-    return PyUnicode_FromString(d->sha_hex);
-}
-
-static PyObject *dir_kept(cs_engine *e, cs_dir *d)
-{
-    if (!e->opt.stream_keep) Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)d->keep, d->keep_len);
+    return d->sha_hex[0] && d->stream_bytes ? d->sha_hex : NULL;
 }
 
 static const char *const end_names[] = {
@@ -254,47 +247,53 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
     unhash(e, f);
     e->nflows--;
     if (f->http) cs_http_close(e, f);
-    if (!e->py_error) {
-        PyObject *d = cs_record_dict();
+    cs_rec r;
+    if (!e->py_error && cs_rec_begin(e, &r) == 0) {
         cs_dir *c = &f->dir[CS_C2S], *s = &f->dir[CS_S2C];
-        int ok = d &&
-            !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
-            !cs_set(d, "community_id", PyUnicode_FromString(f->community_id)) &&
-            !cs_set(d, "start_us", PyLong_FromLongLong(f->first_us)) &&
-            !cs_set(d, "end_us", PyLong_FromLongLong(f->last_us)) &&
-            !cs_set(d, "ip_version", PyLong_FromLong(f->ipver)) &&
-            !cs_set(d, "src_ip", PyUnicode_FromString(f->ip_text[0])) &&
-            !cs_set(d, "src_port", PyLong_FromLong(f->port[0])) &&
-            !cs_set(d, "dst_ip", PyUnicode_FromString(f->ip_text[1])) &&
-            !cs_set(d, "dst_port", PyLong_FromLong(f->port[1])) &&
-            !cs_set(d, "orientation_guessed", PyBool_FromLong(f->orientation_guessed)) &&
-            !cs_set(d, "src_packets", PyLong_FromUnsignedLongLong(c->packets)) &&
-            !cs_set(d, "dst_packets", PyLong_FromUnsignedLongLong(s->packets)) &&
-            !cs_set(d, "src_ip_bytes", PyLong_FromUnsignedLongLong(c->ip_bytes)) &&
-            !cs_set(d, "dst_ip_bytes", PyLong_FromUnsignedLongLong(s->ip_bytes)) &&
-            !cs_set(d, "src_payload_bytes", PyLong_FromUnsignedLongLong(c->payload_bytes)) &&
-            !cs_set(d, "dst_payload_bytes", PyLong_FromUnsignedLongLong(s->payload_bytes)) &&
-            !cs_set(d, "c2s_bytes", PyLong_FromUnsignedLongLong(c->stream_bytes)) &&
-            !cs_set(d, "s2c_bytes", PyLong_FromUnsignedLongLong(s->stream_bytes)) &&
-            !cs_set(d, "c2s_sha256", dir_sha(c)) &&
-            !cs_set(d, "s2c_sha256", dir_sha(s)) &&
-            !cs_set(d, "c2s_data", dir_kept(e, c)) &&
-            !cs_set(d, "s2c_data", dir_kept(e, s)) &&
-            !cs_set(d, "c2s_truncated", PyBool_FromLong(c->truncated)) &&
-            !cs_set(d, "s2c_truncated", PyBool_FromLong(s->truncated)) &&
-            !cs_set(d, "history", PyUnicode_FromStringAndSize(f->history, f->history_len)) &&
-            !cs_set(d, "handshake", PyBool_FromLong(f->handshake)) &&
-            !cs_set(d, "reassembled", PyBool_FromLong(f->reassembled)) &&
-            !cs_set(d, "end_reason", PyUnicode_FromString(end_names[f->end])) &&
-            !cs_set(d, "http_transactions", PyLong_FromUnsignedLongLong(f->http_tx)) &&
-            !cs_set(d, "app_protocol", f->http_decided > 0 ? PyUnicode_FromString("http")
-                                                           : Py_NewRef(Py_None)) &&
-            !cs_set(d, "file_first", cs_file_name(e, f->first.file)) &&
-            !cs_set(d, "frame_first", PyLong_FromUnsignedLongLong(f->first.frame)) &&
-            !cs_set(d, "file_last", cs_file_name(e, f->last.file)) &&
-            !cs_set(d, "frame_last", PyLong_FromUnsignedLongLong(f->last.frame));
-        if (ok) cs_emit(e, "connection", d);
-        else { Py_XDECREF(d); cs_fail(e); }
+        PyObject *ff = cs_file_name(e, f->first.file), *fl = cs_file_name(e, f->last.file);
+        cs_rec_cstr(&r, "conn_id", f->id);
+        cs_rec_cstr(&r, "community_id", f->community_id);
+        cs_rec_ts(&r, "start_us", f->first_us);
+        cs_rec_ts(&r, "end_us", f->last_us);
+        cs_rec_int(&r, "ip_version", f->ipver);
+        cs_rec_cstr(&r, "src_ip", f->ip_text[0]);
+        cs_rec_int(&r, "src_port", f->port[0]);
+        cs_rec_cstr(&r, "dst_ip", f->ip_text[1]);
+        cs_rec_int(&r, "dst_port", f->port[1]);
+        cs_rec_bool(&r, "orientation_guessed", f->orientation_guessed);
+        cs_rec_int(&r, "src_packets", (long long)c->packets);
+        cs_rec_int(&r, "dst_packets", (long long)s->packets);
+        cs_rec_int(&r, "src_ip_bytes", (long long)c->ip_bytes);
+        cs_rec_int(&r, "dst_ip_bytes", (long long)s->ip_bytes);
+        cs_rec_int(&r, "src_payload_bytes", (long long)c->payload_bytes);
+        cs_rec_int(&r, "dst_payload_bytes", (long long)s->payload_bytes);
+        cs_rec_int(&r, "c2s_bytes", (long long)c->stream_bytes);
+        cs_rec_int(&r, "s2c_bytes", (long long)s->stream_bytes);
+        cs_rec_cstr(&r, "c2s_sha256", dir_sha(c));
+        cs_rec_cstr(&r, "s2c_sha256", dir_sha(s));
+        cs_rec_bytes(&r, "c2s_data", c->keep, c->keep_len, e->opt.stream_keep > 0);
+        cs_rec_bytes(&r, "s2c_data", s->keep, s->keep_len, e->opt.stream_keep > 0);
+        cs_rec_bool(&r, "c2s_truncated", c->truncated);
+        cs_rec_bool(&r, "s2c_truncated", s->truncated);
+        cs_rec_str(&r, "history", f->history, f->history_len);
+        cs_rec_bool(&r, "handshake", f->handshake);
+        cs_rec_bool(&r, "reassembled", f->reassembled);
+        cs_rec_cstr(&r, "end_reason", end_names[f->end]);
+        cs_rec_int(&r, "http_transactions", (long long)f->http_tx);
+        cs_rec_cstr(&r, "app_protocol", f->http_decided > 0 ? "http" : NULL);
+        cs_rec_cstr(&r, "file_first", ff && ff != Py_None ? PyUnicode_AsUTF8(ff) : NULL);
+        cs_rec_int(&r, "frame_first", (long long)f->first.frame);
+        cs_rec_cstr(&r, "file_last", fl && fl != Py_None ? PyUnicode_AsUTF8(fl) : NULL);
+        cs_rec_int(&r, "frame_last", (long long)f->last.frame);
+        Py_XDECREF(ff);
+        Py_XDECREF(fl);
+        if (r.json) {          /* derived fields; the dict path gets them in schema.py */
+            cs_rec_cstr(&r, "engine", "nids");
+            cs_rec_cstr(&r, "transport", "tcp");
+            cs_rec_cstr(&r, "network_type", f->ipver == 4 ? "ipv4" : "ipv6");
+            cs_rec_int(&r, "duration_ns", (long long)(f->last_us - f->first_us) * 1000);
+        }
+        cs_rec_end(&r, "connection", "dataset:connection", f->first_us);
     }
     for (int i = 0; i < 2; i++) {
         if (f->dir[i].sha) EVP_MD_CTX_free(f->dir[i].sha);

@@ -34,6 +34,7 @@ void cs_emit(cs_engine *e, const char *kind, PyObject *dict)
 static struct { const char *c; PyObject *o; } key_cache[KEY_SLOTS];
 
 static PyObject *key_names;   /* attribute name -> external name, from c2scribe.schema */
+static long schema_version;
 
 static PyObject *key_object(const char *key)
 {
@@ -53,6 +54,12 @@ static PyObject *key_object(const char *key)
         }
     }
     return PyUnicode_FromString(key);   /* table full: never with our key count */
+}
+
+const char *cs_key_utf8(const char *key)
+{
+    PyObject *o = key_object(key);
+    return o ? PyUnicode_AsUTF8(o) : NULL;
 }
 
 int cs_set(PyObject *d, const char *key, PyObject *v)
@@ -159,14 +166,17 @@ static PyObject *take_output(cs_engine *e)
 
 static void capture_error(cs_engine *e)
 {
-    PyObject *d = PyDict_New();
-    int ok = d &&
-        !cs_set(d, "file", cs_file_name(e, e->cur_file)) &&
-        !cs_set(d, "offset", PyLong_FromUnsignedLongLong(e->reader.error_offset)) &&
-        !cs_set(d, "packets_before", PyLong_FromUnsignedLongLong(e->reader.packets)) &&
-        !cs_set(d, "message", PyUnicode_DecodeUTF8(e->reader.error, strlen(e->reader.error), "replace"));
-    if (ok) cs_emit(e, "capture_error", d);
-    else { Py_XDECREF(d); cs_fail(e); }
+    cs_rec r;
+    if (cs_rec_begin(e, &r) == 0) {
+        PyObject *name = cs_file_name(e, e->cur_file);
+        const char *n = name && name != Py_None ? PyUnicode_AsUTF8(name) : NULL;
+        cs_rec_cstr(&r, "file", n);
+        Py_XDECREF(name);
+        cs_rec_int(&r, "offset", (long long)e->reader.error_offset);
+        cs_rec_int(&r, "packets_before", (long long)e->reader.packets);
+        cs_rec_cstr(&r, "message", e->reader.error);
+    }
+    cs_rec_end(&r, "capture_error", "dataset:capture_error", INT64_MIN);
     e->reader_failed = 1;
 }
 
@@ -185,7 +195,8 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"stream_keep", "body_keep", "http_pending_max", "bomb_limit",
                              "decompress_time_limit", "idle_timeout", "established_timeout",
-                             "linger", "max_flows", "nids_streams", "nids_hosts", NULL};
+                             "linger", "max_flows", "nids_streams", "nids_hosts", "json",
+                             "json_bodies", NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -193,14 +204,18 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     };
     double idle = 300, est = 3600, linger = 2;
     Py_ssize_t sk = 0, bk = 65536, pm = 1 << 20, bl = 64 << 20, tl = 100000, mf = 1 << 18;
-    int ns = 1 << 16, nh = 4096;
+    int ns = 1 << 16, nh = 4096, json = 0, json_bodies = 0;
     if (self->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddnii", kwlist, &sk, &bk, &pm, &bl, &tl,
-                                     &idle, &est, &linger, &mf, &ns, &nh))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipp", kwlist, &sk, &bk, &pm, &bl, &tl,
+                                     &idle, &est, &linger, &mf, &ns, &nh, &json, &json_bodies))
         return -1;
+    if (json && !key_names) {
+        PyErr_SetString(PyExc_RuntimeError, "json output needs set_key_names() first");
+        return -1;
+    }
     if (sk < 0 || bk < 0 || pm < 0 || bl <= 0 || tl <= 0 || mf < 16 || ns < 16 || nh < 1 ||
         idle <= 0 || est <= 0 || linger < 0) {
         PyErr_SetString(PyExc_ValueError, "engine limits must be positive");
@@ -221,6 +236,9 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     cs_engine *e = &self->e;
     memset(e, 0, sizeof *e);
     e->opt = o;
+    e->json = json;
+    e->json_bodies = json_bodies;
+    e->schema_version = schema_version;
     e->cur_file = -1;
     e->now_us = INT64_MIN / 2;
     e->out = PyList_New(0);
@@ -401,19 +419,23 @@ static PyTypeObject EngineType = {
     .tp_new = PyType_GenericNew,
 };
 
-static PyObject *set_key_names(PyObject *mod, PyObject *mapping)
+static PyObject *set_key_names(PyObject *mod, PyObject *args)
 {
     (void)mod;
-    if (!PyDict_Check(mapping)) return PyErr_Format(PyExc_TypeError, "a dict is required");
+    PyObject *mapping;
+    long version;
+    if (!PyArg_ParseTuple(args, "O!l", &PyDict_Type, &mapping, &version)) return NULL;
     if (key_names) return PyErr_Format(PyExc_RuntimeError, "key names are already set");
     Py_INCREF(mapping);
     key_names = mapping;
+    schema_version = version;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {
-    {"set_key_names", set_key_names, METH_O,
-     "Set once, before any Engine: {attribute name: external field name} for record dicts."},
+    {"set_key_names", set_key_names, METH_VARARGS,
+     "set_key_names(mapping, schema_version): once, before any Engine; mapping = {record key: "
+     "external field name}."},
     {NULL, NULL, 0, NULL},
 };
 

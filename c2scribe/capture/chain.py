@@ -14,6 +14,9 @@ from .files import CHUNK, read_chunks
 
 
 def _is_capture_error(rec) -> bool:
+    """Whatever form the engine gives (record, document, or (dataset, bytes))."""
+    if isinstance(rec, tuple):
+        return rec[0] == CaptureError.dataset
     if isinstance(rec, dict):
         return rec.get("event.dataset") == CaptureError.dataset
     return isinstance(rec, CaptureError)

@@ -294,9 +294,13 @@ static int nflog(walk *w, cs_l3 *out)
     if (!have(w, 0, 4))
         return TRUNC;
     int want = w->d[0] == 2 ? 4 : w->d[0] == 10 ? 6 : 0;
+    /* TLV: length (incl. this header), type; in the capturing host's byte order, little endian
+     * in practice. Types are small and never 0, so the first TLV tells a big-endian capture. */
+    int be = have(w, 4, 4) && w->d[6] == 0 && w->d[7] != 0;
     uint64_t off = 4;
-    while (have(w, off, 4)) {                    /* TLVs: length (incl. header), type; LE */
-        uint32_t len = le16(w->d + off), type = le16(w->d + off + 2) & 0x7fff;
+    while (have(w, off, 4)) {
+        const uint8_t *t = w->d + off;
+        uint32_t len = be ? be16(t) : le16(t), type = (be ? be16(t + 2) : le16(t + 2)) & 0x7fff;
         if (len < 4)
             return NOT_IP;
         if (type == 9)                           /* NFULA_PAYLOAD */

@@ -196,58 +196,42 @@ void cs_http_free_cfg(cs_engine *e)
 
 /* ---------- records ---------- */
 
-static PyObject *bstr_str(bstr *b)
+static void rec_bstr(cs_rec *r, const char *k, bstr *b)
 {
-    if (!b) Py_RETURN_NONE;
-    return cs_str(bstr_ptr(b), bstr_len(b));
+    if (b) cs_rec_str(r, k, bstr_ptr(b), bstr_len(b));
+    else cs_rec_null(r, k);
 }
 
-static PyObject *header_str(htp_table_t *t, const char *name)
+static void rec_header(cs_rec *r, const char *k, htp_table_t *t, const char *name)
 {
     htp_header_t *h = t ? htp_table_get_c(t, name) : NULL;
-    if (!h) Py_RETURN_NONE;
-    return bstr_str(h->value);
+    rec_bstr(r, k, h ? h->value : NULL);
 }
 
-static PyObject *headers_list(htp_table_t *t)
+static void rec_headers(cs_rec *r, const char *k, htp_table_t *t)
 {
     size_t n = t ? htp_table_size(t) : 0;
-    PyObject *l = PyList_New(0);
-    for (size_t i = 0; l && i < n; i++) {
+    cs_rec_list_begin(r, k);
+    for (size_t i = 0; i < n; i++) {
         htp_header_t *h = htp_table_get_index(t, i, NULL);
-        if (!h) continue;
-        PyObject *k = bstr_str(h->name), *v = bstr_str(h->value);
-        PyObject *pair = k && v ? PyTuple_Pack(2, k, v) : NULL;
-        Py_XDECREF(k);
-        Py_XDECREF(v);
-        if (!pair || PyList_Append(l, pair)) { Py_XDECREF(pair); Py_DECREF(l); return NULL; }
-        Py_DECREF(pair);
+        if (h && h->name && h->value)
+            cs_rec_pair(r, bstr_ptr(h->name), bstr_len(h->name), bstr_ptr(h->value), bstr_len(h->value));
     }
-    return l;
+    cs_rec_list_end(r);
 }
 
-static PyObject *flags_list(uint64_t flags)
+static void rec_flags(cs_rec *r, const char *k, uint64_t flags)
 {
-    PyObject *l = PyList_New(0);
-    for (size_t i = 0; l && i < sizeof tx_flag_names / sizeof *tx_flag_names; i++)
-        if (flags & tx_flag_names[i].bit) {
-            PyObject *s = PyUnicode_FromString(tx_flag_names[i].name);
-            if (!s || PyList_Append(l, s)) { Py_XDECREF(s); Py_DECREF(l); return NULL; }
-            Py_DECREF(s);
-        }
-    return l;
+    cs_rec_list_begin(r, k);
+    for (size_t i = 0; i < sizeof tx_flag_names / sizeof *tx_flag_names; i++)
+        if (flags & tx_flag_names[i].bit)
+            cs_rec_item(r, tx_flag_names[i].name, strlen(tx_flag_names[i].name));
+    cs_rec_list_end(r);
 }
 
-static PyObject *sha_or_none(EVP_MD_CTX *c)
+static const char *sha_hex(EVP_MD_CTX *c, char out[65])
 {
-    if (!c) Py_RETURN_NONE;
-    return cs_hex_digest(c);
-}
-
-static PyObject *kept(cs_engine *e, cs_tx *t, int dir)
-{
-    if (!e->opt.body_keep) Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)t->keep[dir], t->keep_len[dir]);
+    return c && !cs_hex_final(c, out, 65) ? out : NULL;
 }
 
 static const char *tx_state(htp_tx_t *tx, cs_tx *t)
@@ -260,11 +244,47 @@ static const char *tx_state(htp_tx_t *tx, cs_tx *t)
     return "complete";
 }
 
-static PyObject *uri_part(htp_uri_t *u, int which)
+static bstr *uri_part(htp_uri_t *u, int which)
 {
-    if (!u) Py_RETURN_NONE;
-    bstr *b = which == 0 ? u->path : which == 1 ? u->query : which == 2 ? u->scheme : u->hostname;
-    return bstr_str(b);
+    if (!u) return NULL;
+    return which == 0 ? u->path : which == 1 ? u->query : which == 2 ? u->scheme : u->hostname;
+}
+
+/* jsonl only: what c2scribe/schema.py derives for the dict path (_http_version, _url_full). */
+static void derived(cs_rec *r, cs_flow *f, htp_tx_t *tx, int no_request, int has_response)
+{
+    char id[48];
+    snprintf(id, sizeof id, "%s-%zu", f->id, tx->index + 1);
+    cs_rec_cstr(r, "tx_id", id);
+    bstr *proto = no_request ? NULL : tx->request_protocol;
+    if (!proto || !bstr_len(proto)) proto = has_response ? tx->response_protocol : NULL;
+    if (tx->is_protocol_0_9) cs_rec_cstr(r, "version", "0.9");
+    else if (proto && bstr_len(proto) >= 5 && strncasecmp((char *)bstr_ptr(proto), "HTTP/", 5) == 0)
+        cs_rec_str(r, "version", bstr_ptr(proto) + 5, bstr_len(proto) - 5);
+    else cs_rec_null(r, "version");
+    bstr *host = tx->request_hostname, *uri = no_request ? NULL : tx->request_uri;
+    bstr *method = no_request ? NULL : tx->request_method;
+    int is_connect = method && bstr_len(method) == 7 && memcmp(bstr_ptr(method), "CONNECT", 7) == 0;
+    if (!host || !bstr_len(host) || !uri || is_connect) cs_rec_null(r, "url_full");
+    else if (bstr_util_mem_index_of_c(bstr_ptr(uri), bstr_len(uri), "://") >= 0)
+        cs_rec_str(r, "url_full", bstr_ptr(uri), bstr_len(uri));
+    else if (!bstr_len(uri) || bstr_ptr(uri)[0] != '/') cs_rec_null(r, "url_full");
+    else {
+        size_t hl = bstr_len(host), ul = bstr_len(uri);
+        char port[16] = "";
+        int pn = tx->request_port_number;
+        if (pn > 0 && pn != 80) snprintf(port, sizeof port, ":%d", pn);
+        size_t pl = strlen(port), n = 7 + hl + pl + ul;
+        char *full = malloc(n);
+        if (!full) { r->err = 1; return; }
+        memcpy(full, "http://", 7);
+        memcpy(full + 7, bstr_ptr(host), hl);
+        memcpy(full + 7 + hl, port, pl);
+        memcpy(full + 7 + hl + pl, bstr_ptr(uri), ul);
+        cs_rec_str(r, "url_full", full, n);
+        free(full);
+    }
+    cs_rec_cstr(r, "network_type", f->ipver == 4 ? "ipv4" : "ipv6");
 }
 
 static void tx_free(cs_tx *t)
@@ -283,66 +303,70 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     htp_tx_set_user_data(tx, NULL);
     f->http_tx++;
     cs_count(e, CSC_HTTP_TRANSACTIONS);
-    if (e->py_error) { tx_free(t); return; }
+    cs_rec r;
+    if (e->py_error || cs_rec_begin(e, &r)) { tx_free(t); return; }
     int has_response = tx->response_progress > HTP_RESPONSE_NOT_STARTED;
     int no_request = t->response_only;
-    PyObject *d = cs_record_dict();
-    int ok = d &&
-        !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
-        !cs_set(d, "community_id", PyUnicode_FromString(f->community_id)) &&
-        !cs_set(d, "index", PyLong_FromSize_t(tx->index + 1)) &&
-        !cs_set(d, "start_us", PyLong_FromLongLong(t->start_us)) &&
-        !cs_set(d, "end_us", PyLong_FromLongLong(t->end_us)) &&
-        !cs_set(d, "ip_version", PyLong_FromLong(f->ipver)) &&
-        !cs_set(d, "src_ip", PyUnicode_FromString(f->ip_text[0])) &&
-        !cs_set(d, "src_port", PyLong_FromLong(f->port[0])) &&
-        !cs_set(d, "dst_ip", PyUnicode_FromString(f->ip_text[1])) &&
-        !cs_set(d, "dst_port", PyLong_FromLong(f->port[1])) &&
-        !cs_set(d, "method", no_request ? Py_NewRef(Py_None) : bstr_str(tx->request_method)) &&
-        !cs_set(d, "uri", no_request ? Py_NewRef(Py_None) : bstr_str(tx->request_uri)) &&
-        !cs_set(d, "request_protocol", no_request ? Py_NewRef(Py_None) : bstr_str(tx->request_protocol)) &&
-        !cs_set(d, "http_09", PyBool_FromLong(tx->is_protocol_0_9)) &&
-        !cs_set(d, "hostname", bstr_str(tx->request_hostname)) &&
-        !cs_set(d, "host_header", header_str(tx->request_headers, "host")) &&
-        !cs_set(d, "url_scheme", uri_part(tx->parsed_uri_raw, 2)) &&
-        !cs_set(d, "url_path", uri_part(tx->parsed_uri_raw, 0)) &&
-        !cs_set(d, "url_query", uri_part(tx->parsed_uri_raw, 1)) &&
-        !cs_set(d, "url_port", tx->request_port_number > 0 ? PyLong_FromLong(tx->request_port_number)
-                                                            : Py_NewRef(Py_None)) &&
-        !cs_set(d, "user_agent", header_str(tx->request_headers, "user-agent")) &&
-        !cs_set(d, "referrer", header_str(tx->request_headers, "referer")) &&
-        !cs_set(d, "x_forwarded_for", header_str(tx->request_headers, "x-forwarded-for")) &&
-        !cs_set(d, "request_content_type", header_str(tx->request_headers, "content-type")) &&
-        !cs_set(d, "request_headers", headers_list(tx->request_headers)) &&
-        !cs_set(d, "request_body_bytes", PyLong_FromUnsignedLongLong(t->body_len[CS_C2S])) &&
-        !cs_set(d, "request_body_wire_bytes", PyLong_FromLongLong(tx->request_message_len > 0 ? tx->request_message_len : 0)) &&
-        !cs_set(d, "request_body_sha256", sha_or_none(t->sha[CS_C2S])) &&
-        !cs_set(d, "request_body", kept(e, t, CS_C2S)) &&
-        !cs_set(d, "request_body_truncated", PyBool_FromLong(t->keep_trunc[CS_C2S])) &&
-        !cs_set(d, "status_code", has_response && tx->response_status_number > 0
-                                      ? PyLong_FromLong(tx->response_status_number) : Py_NewRef(Py_None)) &&
-        !cs_set(d, "status_text", has_response ? bstr_str(tx->response_status) : Py_NewRef(Py_None)) &&
-        !cs_set(d, "status_phrase", has_response ? bstr_str(tx->response_message) : Py_NewRef(Py_None)) &&
-        !cs_set(d, "response_protocol", has_response ? bstr_str(tx->response_protocol) : Py_NewRef(Py_None)) &&
-        !cs_set(d, "response_content_type", header_str(tx->response_headers, "content-type")) &&
-        !cs_set(d, "response_headers", headers_list(tx->response_headers)) &&
-        !cs_set(d, "response_body_bytes", PyLong_FromUnsignedLongLong(t->body_len[CS_S2C])) &&
-        !cs_set(d, "response_body_wire_bytes", PyLong_FromLongLong(tx->response_message_len > 0 ? tx->response_message_len : 0)) &&
-        !cs_set(d, "response_body_sha256", sha_or_none(t->sha[CS_S2C])) &&
-        !cs_set(d, "response_body", kept(e, t, CS_S2C)) &&
-        !cs_set(d, "response_body_truncated", PyBool_FromLong(t->keep_trunc[CS_S2C])) &&
-        !cs_set(d, "continue_100", PyBool_FromLong(tx->seen_100continue)) &&
-        !cs_set(d, "state", PyUnicode_FromString(tx_state(tx, t))) &&
-        !cs_set(d, "flags", flags_list(tx->flags)) &&
-        !cs_set(d, "tunnel", PyBool_FromLong(f->http && f->http->tunnel &&
-                                             tx->request_method_number == HTP_M_CONNECT)) &&
-        !cs_set(d, "file_first", cs_file_name(e, t->first.file)) &&
-        !cs_set(d, "frame_first", PyLong_FromUnsignedLongLong(t->first.frame)) &&
-        !cs_set(d, "file_last", cs_file_name(e, t->last.file)) &&
-        !cs_set(d, "frame_last", PyLong_FromUnsignedLongLong(t->last.frame));
+    char sha[2][65];
+    PyObject *ff = cs_file_name(e, t->first.file), *fl = cs_file_name(e, t->last.file);
+    cs_rec_cstr(&r, "conn_id", f->id);
+    cs_rec_cstr(&r, "community_id", f->community_id);
+    cs_rec_int(&r, "index", (long long)tx->index + 1);
+    cs_rec_ts(&r, "start_us", t->start_us);
+    cs_rec_ts(&r, "end_us", t->end_us);
+    cs_rec_int(&r, "ip_version", f->ipver);
+    cs_rec_cstr(&r, "src_ip", f->ip_text[0]);
+    cs_rec_int(&r, "src_port", f->port[0]);
+    cs_rec_cstr(&r, "dst_ip", f->ip_text[1]);
+    cs_rec_int(&r, "dst_port", f->port[1]);
+    rec_bstr(&r, "method", no_request ? NULL : tx->request_method);
+    rec_bstr(&r, "uri", no_request ? NULL : tx->request_uri);
+    rec_bstr(&r, "request_protocol", no_request ? NULL : tx->request_protocol);
+    cs_rec_bool(&r, "http_09", tx->is_protocol_0_9);
+    rec_bstr(&r, "hostname", tx->request_hostname);
+    rec_header(&r, "host_header", tx->request_headers, "host");
+    rec_bstr(&r, "url_scheme", uri_part(tx->parsed_uri_raw, 2));
+    rec_bstr(&r, "url_path", uri_part(tx->parsed_uri_raw, 0));
+    rec_bstr(&r, "url_query", uri_part(tx->parsed_uri_raw, 1));
+    if (tx->request_port_number > 0) cs_rec_int(&r, "url_port", tx->request_port_number);
+    else cs_rec_null(&r, "url_port");
+    rec_header(&r, "user_agent", tx->request_headers, "user-agent");
+    rec_header(&r, "referrer", tx->request_headers, "referer");
+    rec_header(&r, "x_forwarded_for", tx->request_headers, "x-forwarded-for");
+    rec_header(&r, "request_content_type", tx->request_headers, "content-type");
+    rec_headers(&r, "request_headers", tx->request_headers);
+    cs_rec_int(&r, "request_body_bytes", (long long)t->body_len[CS_C2S]);
+    cs_rec_int(&r, "request_body_wire_bytes", tx->request_message_len > 0 ? tx->request_message_len : 0);
+    cs_rec_cstr(&r, "request_body_sha256", sha_hex(t->sha[CS_C2S], sha[0]));
+    cs_rec_bytes(&r, "request_body", t->keep[CS_C2S], t->keep_len[CS_C2S], e->opt.body_keep > 0);
+    cs_rec_bool(&r, "request_body_truncated", t->keep_trunc[CS_C2S]);
+    if (has_response && tx->response_status_number > 0)
+        cs_rec_int(&r, "status_code", tx->response_status_number);
+    else cs_rec_null(&r, "status_code");
+    rec_bstr(&r, "status_text", has_response ? tx->response_status : NULL);
+    rec_bstr(&r, "status_phrase", has_response ? tx->response_message : NULL);
+    rec_bstr(&r, "response_protocol", has_response ? tx->response_protocol : NULL);
+    rec_header(&r, "response_content_type", tx->response_headers, "content-type");
+    rec_headers(&r, "response_headers", tx->response_headers);
+    cs_rec_int(&r, "response_body_bytes", (long long)t->body_len[CS_S2C]);
+    cs_rec_int(&r, "response_body_wire_bytes", tx->response_message_len > 0 ? tx->response_message_len : 0);
+    cs_rec_cstr(&r, "response_body_sha256", sha_hex(t->sha[CS_S2C], sha[1]));
+    cs_rec_bytes(&r, "response_body", t->keep[CS_S2C], t->keep_len[CS_S2C], e->opt.body_keep > 0);
+    cs_rec_bool(&r, "response_body_truncated", t->keep_trunc[CS_S2C]);
+    cs_rec_bool(&r, "continue_100", tx->seen_100continue);
+    cs_rec_cstr(&r, "state", tx_state(tx, t));
+    rec_flags(&r, "flags", tx->flags);
+    cs_rec_bool(&r, "tunnel", f->http && f->http->tunnel && tx->request_method_number == HTP_M_CONNECT);
+    cs_rec_cstr(&r, "file_first", ff && ff != Py_None ? PyUnicode_AsUTF8(ff) : NULL);
+    cs_rec_int(&r, "frame_first", (long long)t->first.frame);
+    cs_rec_cstr(&r, "file_last", fl && fl != Py_None ? PyUnicode_AsUTF8(fl) : NULL);
+    cs_rec_int(&r, "frame_last", (long long)t->last.frame);
+    Py_XDECREF(ff);
+    Py_XDECREF(fl);
+    if (r.json) derived(&r, f, tx, no_request, has_response);
+    int64_t start = t->start_us;
     tx_free(t);
-    if (ok) cs_emit(e, "http", d);
-    else { Py_XDECREF(d); cs_fail(e); }
+    cs_rec_end(&r, "http", "dataset:http", start);
 }
 
 /* ---------- feeding ---------- */

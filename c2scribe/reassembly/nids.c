@@ -164,6 +164,12 @@ void cs_nids_release(cs_engine *e, cs_flow *f, enum cs_end why)
 
 void cs_nids_finish(cs_engine *e)
 {
-    (void)e;
-    nids_exit();     /* hands every live stream to on_tcp with NIDS_EXITING */
+    /* End the streams we follow in our own (capture) order first: libnids' hash table order
+     * is randomised per process, and output must be the same on every run. */
+    cs_flow *f;
+    while ((f = e->head[CS_LIST_TRACKED])) {
+        if (f->engine_ref) cs_nids_release(e, f, CS_END_OPEN);
+        else cs_flow_end(e, f, CS_END_OPEN);
+    }
+    nids_exit();     /* anything left goes to on_tcp with NIDS_EXITING */
 }

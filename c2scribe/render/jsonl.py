@@ -35,8 +35,12 @@ class JsonlWriter:
         self._pending: list[bytes] = []
         self._size = 0
 
-    def write(self, rec: Record | dict) -> None:
-        b = dumps(rec if isinstance(rec, dict) else rec.to_json(bodies=self.bodies))
+    def write(self, rec: Record | dict | tuple) -> None:
+        """A record, a document, or a (dataset, finished JSON bytes) pair from the engine."""
+        if isinstance(rec, tuple):
+            b = rec[1]
+        else:
+            b = dumps(rec if isinstance(rec, dict) else rec.to_json(bodies=self.bodies))
         self._pending.append(b)
         self._size += len(b)
         if self._size > 1 << 18:
