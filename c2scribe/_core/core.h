@@ -157,6 +157,7 @@ void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why);
 void cs_flows_expire(cs_engine *e);
 void cs_flows_flush_all(cs_engine *e);
 void cs_flows_touch(cs_engine *e, cs_flow *f);
+void cs_flow_orient(cs_flow *f, int client);
 cs_flow *cs_flow_lookup4(cs_engine *e, uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport);
 
 /* record output helpers (module.c) */

@@ -360,6 +360,30 @@ void cs_flows_free(cs_engine *e)
     e->nflows = 0;
 }
 
+/* ---------- orientation ---------- */
+
+/* Make side `client` (0 or 1, as stored now) the client: a SYN showed who it is. */
+void cs_flow_orient(cs_flow *f, int client)
+{
+    f->orientation_guessed = 0;
+    if (client == 0) return;
+    uint8_t ip[16];
+    char text[48];
+    uint16_t port = f->port[0];
+    cs_dir d = f->dir[0];
+    memcpy(ip, f->ip[0], 16); memcpy(f->ip[0], f->ip[1], 16); memcpy(f->ip[1], ip, 16);
+    memcpy(text, f->ip_text[0], 48); memcpy(f->ip_text[0], f->ip_text[1], 48);
+    memcpy(f->ip_text[1], text, 48);
+    f->port[0] = f->port[1]; f->port[1] = port;
+    f->dir[0] = f->dir[1]; f->dir[1] = d;
+    int t = f->fin_seen[0]; f->fin_seen[0] = f->fin_seen[1]; f->fin_seen[1] = t;
+    t = f->rst_seen[0]; f->rst_seen[0] = f->rst_seen[1]; f->rst_seen[1] = t;
+    for (int i = 0; i < f->history_len; i++) {          /* originator letters are upper case */
+        char c = f->history[i];
+        f->history[i] = c >= 'a' ? (char)(c - 32) : (char)(c + 32);
+    }
+}
+
 /* ---------- per packet ---------- */
 
 static void add_history(cs_flow *f, int dir, char letter)
@@ -452,6 +476,10 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
             if (!f) return NULL;
             dir = CS_S2C;
         }
+    }
+    if (pure_syn && f->orientation_guessed && !f->syn_seen) {
+        cs_flow_orient(f, dir);                 /* the SYN tells who the client is */
+        dir = CS_C2S;
     }
     cs_dir *d = &f->dir[dir];
     d->packets++;

@@ -65,6 +65,10 @@ static void on_tcp(struct tcp_stream *a, void **param)
     case NIDS_JUST_EST: {
         f = cs_flow_lookup4(e, a->addr.saddr, a->addr.source, a->addr.daddr, a->addr.dest);
         if (!f || f->closed) return;       /* not ours: libnids then forgets the stream */
+        /* libnids' client sent the SYN; our table may have guessed otherwise */
+        if (f->port[0] != a->addr.source || memcmp(f->ip[0], &a->addr.saddr, 4) != 0)
+            cs_flow_orient(f, 1);
+        f->orientation_guessed = 0;
         a->client.collect++;
         a->server.collect++;
         a->user = f;
