@@ -447,9 +447,12 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
     uint32_t h = flow_hash(ipver, src, sport, dst, dport);
     int dir = CS_C2S;
     cs_flow *f = lookup(e, ipver, src, sport, dst, dport, h, &dir);
-    if (f && pure_syn && dir == CS_C2S && f->syn_seen && seq != f->client_isn &&
-        (f->closed || f->fin_seen[0] || f->fin_seen[1] || f->rst_seen[0] || f->rst_seen[1] ||
-         e->now_us - f->last_us > REUSE_IDLE_US)) {
+    /* A SYN after the connection closed starts a new one, even with the same ISN (a replayed
+     * or merged capture); before that, only a new ISN after FIN/RST or a long silence. */
+    if (f && pure_syn && dir == CS_C2S && f->syn_seen &&
+        (f->closed || (seq != f->client_isn &&
+                       (f->fin_seen[0] || f->fin_seen[1] || f->rst_seen[0] || f->rst_seen[1] ||
+                        e->now_us - f->last_us > REUSE_IDLE_US)))) {
         /* A new connection on the same 4-tuple: the old one is over. */
         if (f->engine_ref) cs_nids_release(e, f, CS_END_REUSED);
         if (!f->closed) cs_flow_end(e, f, CS_END_REUSED);

@@ -4,7 +4,7 @@ The pcap/pcapng parsing and link-layer normalisation live in C (capture.h, pcapf
 linktype.c) so that no Python code runs per packet; this package opens and decompresses
 files and drives a chain of them through an engine.
 """
-from .files import open_capture, read_chunks
+from .files import compression_of, read_chunks
 from .chain import run_chain
 
-__all__ = ["open_capture", "read_chunks", "run_chain"]
+__all__ = ["compression_of", "read_chunks", "run_chain"]

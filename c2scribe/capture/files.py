@@ -1,15 +1,16 @@
 """Open capture files whatever their compression, and read them in chunks.
 
 Compression is recognised by magic bytes, not by the file name: rotated archives are often
-renamed. Decompression is streamed, so memory stays flat whatever the file size.
+renamed. Decompression is streamed with incremental decompressors, so memory stays flat
+whatever the file size, and a damaged or cut compressed file still yields every byte that
+decompresses before the damage.
 """
 from __future__ import annotations
 
 import bz2
-import gzip
-import io
 import lzma
-from typing import BinaryIO, Iterator
+import zlib
+from typing import Iterator
 
 from ..errors import CaptureOpenError
 
@@ -23,55 +24,106 @@ _MAGIC = [
 ]
 
 
-def _zstd_reader(raw: BinaryIO) -> BinaryIO:
+def compression_of(head: bytes) -> str:
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return "none"
+
+
+def _zstd():
     try:
         import zstandard
     except ImportError:  # pragma: no cover - a declared dependency
-        raise CaptureOpenError(getattr(raw, "name", "?"), "zstd-compressed, but the "
-                               "'zstandard' package is not installed") from None
-    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return None
+    return zstandard.ZstdDecompressor().decompressobj()
 
 
-def open_capture(path: str) -> tuple[BinaryIO, str]:
-    """Open a capture for reading; returns (file, compression name or 'none')."""
-    try:
-        raw = open(path, "rb")
-    except OSError as e:
-        raise CaptureOpenError(path, f"cannot open: {e.strerror or e}") from None
-    head = raw.read(6)
-    raw.seek(0)
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            if kind == "gzip":
-                return gzip.GzipFile(fileobj=raw, mode="rb"), kind
-            if kind == "zstd":
-                return _zstd_reader(raw), kind
-            if kind == "bzip2":
-                return bz2.BZ2File(raw), kind
-            return lzma.LZMAFile(raw), kind
-    return raw, "none"
+def _inflate(f, kind: str, first: bytes, size: int) -> Iterator[bytes]:
+    """Decompressed output in chunks of at most `size` (zstd: bounded by small input steps).
+
+    Raises ValueError("cut") when the input ends inside a compressed member.
+    """
+    make = {"gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), "bzip2": bz2.BZ2Decompressor,
+            "xz": lzma.LZMADecompressor, "zstd": _zstd}[kind]
+    d = make()
+    if d is None:
+        raise ValueError("zstd-compressed, but the 'zstandard' package is not installed")
+    step = 4096 if kind == "zstd" else 1 << 16
+    buf, started = first, False
+    while True:
+        if d.eof:                                   # next member, if any
+            buf = d.unused_data + buf
+            if not buf:
+                buf = f.read(step)
+                if not buf:
+                    return
+            d, started = make(), False
+        if kind == "gzip":
+            if not buf:
+                buf = f.read(step)
+                if not buf:
+                    break
+            out = d.decompress(buf, size)
+            buf = d.unconsumed_tail
+        elif kind == "zstd":
+            if not buf:
+                buf = f.read(step)
+                if not buf:
+                    break
+            out = d.decompress(buf[:step])
+            buf = buf[step:]
+        elif d.needs_input:
+            if not buf:
+                buf = f.read(step)
+                if not buf:
+                    break
+            out = d.decompress(buf, size)
+            buf = b""
+        else:
+            out = d.decompress(b"", size)
+        started = True
+        if out:
+            yield out
+    if started and not d.eof:
+        raise ValueError("cut")
 
 
 def read_chunks(path: str, size: int = CHUNK) -> Iterator[bytes]:
-    """The decompressed bytes of a capture file, chunk by chunk.
+    """The decompressed bytes of a capture file, chunk by chunk (chunks of at most `size`).
 
-    A damaged compressed stream raises CaptureOpenError with the decompressed offset reached.
+    A damaged or cut compressed stream raises CaptureOpenError, with the decompressed offset
+    reached, after every byte before the damage was yielded.
     """
-    f, kind = open_capture(path)
-    done = 0
     try:
-        while True:
-            try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CaptureOpenError(path, f"cannot open: {e.strerror or e}") from None
+    with f:
+        head = f.read(6)
+        kind = compression_of(head)
+        if kind == "none":
+            chunk = head + f.read(size - len(head))
+            while chunk:
+                yield chunk
                 chunk = f.read(size)
-            except (OSError, EOFError, lzma.LZMAError, ValueError, io.UnsupportedOperation) as e:
-                raise CaptureOpenError(path, f"{kind} stream damaged after {done} bytes: {e}",
-                                       offset=done) from None
-            except Exception as e:  # zstandard.ZstdError and friends
-                raise CaptureOpenError(path, f"{kind} stream damaged after {done} bytes: {e}",
-                                       offset=done) from None
-            if not chunk:
-                return
-            done += len(chunk)
-            yield chunk
-    finally:
-        f.close()
+            return
+        done = 0
+        try:
+            for out in _inflate(f, kind, head, size):
+                done += len(out)
+                yield out
+        except ValueError as e:
+            if str(e) == "cut":
+                msg = f"{kind} stream cut short after {done} decompressed bytes (file truncated?)"
+            else:
+                msg = f"{kind} stream damaged after {done} decompressed bytes: {e}"
+            raise CaptureOpenError(path, msg, offset=done) from None
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+            raise CaptureOpenError(path, f"{kind} stream damaged after {done} decompressed "
+                                   f"bytes: {e}", offset=done) from None
+        except Exception as e:  # zstandard.ZstdError
+            if type(e).__module__.startswith("zstandard"):
+                raise CaptureOpenError(path, f"{kind} stream damaged after {done} decompressed "
+                                       f"bytes: {e}", offset=done) from None
+            raise
