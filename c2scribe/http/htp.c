@@ -15,8 +15,10 @@ struct cs_http {
     htp_connp_t *connp;
     uint8_t *pending[2];          /* bytes libhtp left unconsumed, per direction */
     size_t pending_len[2];
-    uint8_t pre[2][64];           /* first bytes, while undecided whether this is HTTP */
+    uint8_t pre[2][640];          /* first bytes, while undecided whether this is HTTP */
     size_t pre_len[2];
+    size_t skip[2];               /* bytes of a SOCKS handshake before the tunnelled stream */
+    int socks;                    /* 1: a SOCKS 4/4a/5 handshake was passed */
     int stopped[2];               /* parser error, tunnel or close in that direction */
     int tunnel;
 };
@@ -237,6 +239,15 @@ static const char *sha_hex(EVP_MD_CTX *c, char out[65])
 static const char *tx_state(htp_tx_t *tx, cs_tx *t)
 {
     int req = tx->request_progress, res = tx->response_progress;
+    /* libhtp completes a message when its connection closes; short of its Content-Length
+     * it was cut (capture loss, or the capture ended), not complete */
+    if (req >= HTP_REQUEST_COMPLETE && tx->request_content_length > 0 &&
+        tx->request_message_len < tx->request_content_length)
+        req = HTP_REQUEST_BODY;
+    if (res >= HTP_RESPONSE_COMPLETE && tx->response_content_length > 0 &&
+        tx->response_message_len < tx->response_content_length &&
+        tx->response_transfer_coding == HTP_CODING_IDENTITY)
+        res = HTP_RESPONSE_BODY;
     if (t->response_only) return res >= HTP_RESPONSE_COMPLETE ? "response_only" : "partial_response_only";
     if (req < HTP_REQUEST_COMPLETE) return res > HTP_RESPONSE_NOT_STARTED ? "partial_request" : "partial_request_no_response";
     if (res == HTP_RESPONSE_NOT_STARTED) return "no_response";
@@ -462,6 +473,68 @@ static void feed(cs_engine *e, cs_http *h, int dir, const uint8_t *d, size_t n)
     if (h->pending_len[!dir]) retry_pending(e, h, !dir);
 }
 
+/* A SOCKS 4, 4a or 5 CONNECT handshake at the start of the connection (proxies carry C2 too):
+ * 1 = complete, and h->skip[] says where the tunnelled bytes begin; 0 = need more bytes;
+ * -1 = not SOCKS, or the proxy refused. */
+static int socks5_addr(const uint8_t *p, size_t n, size_t at, size_t *need)
+{
+    if (n < at + 4) return 0;
+    size_t alen = p[at + 3] == 1 ? 4 : p[at + 3] == 4 ? 16 : p[at + 3] == 3 ? (n < at + 5 ? 0 : 1u + p[at + 4]) : (size_t)-1;
+    if (alen == (size_t)-1) return -1;
+    if (!alen) return 0;
+    *need = 4 + alen + 2;
+    return n < at + *need ? 0 : 1;
+}
+
+static int socks_walk(cs_http *h)
+{
+    const uint8_t *c = h->pre[CS_C2S], *s = h->pre[CS_S2C];
+    size_t cn = h->pre_len[CS_C2S], sn = h->pre_len[CS_S2C], ci, si, need = 0;
+    int r;
+    if (!cn) return 0;
+    if (sn && s[0] != (c[0] == 4 ? 0 : 5)) return -1;
+    if (c[0] == 4) {                                   /* SOCKS 4 / 4a */
+        if (cn >= 2 && c[1] != 1) return -1;           /* CONNECT only */
+        if (cn < 9) return 0;
+        ci = 8;
+        while (ci < cn && c[ci]) ci++;                 /* user id */
+        if (ci++ >= cn) return 0;
+        if (!c[4] && !c[5] && !c[6] && c[7]) {         /* 4a: host name follows */
+            while (ci < cn && c[ci]) ci++;
+            if (ci++ >= cn) return 0;
+        }
+        if (sn < 8) return 0;
+        if (s[1] != 0x5a) return -1;
+        si = 8;
+    } else if (c[0] == 5) {                            /* SOCKS 5 */
+        if (cn < 2) return 0;
+        if (!c[1]) return -1;
+        ci = 2u + c[1];
+        if (cn < ci || sn < 2) return 0;
+        si = 2;
+        if (s[1] == 2) {                               /* username/password */
+            if (cn < ci + 2) return 0;
+            if (c[ci] != 1) return -1;
+            size_t ul = c[ci + 1];
+            if (cn < ci + 3 + ul) return 0;
+            ci += 3 + ul + c[ci + 2 + ul];
+            if (cn < ci || sn < 4) return 0;
+            if (s[3] != 0) return -1;
+            si = 4;
+        } else if (s[1] != 0) return -1;
+        if (cn >= ci + 2 && (c[ci] != 5 || c[ci + 1] != 1)) return -1;
+        if ((r = socks5_addr(c, cn, ci, &need)) <= 0) return r;
+        ci += need;
+        if (sn >= si + 2 && s[si + 1] != 0) return -1;  /* request refused */
+        if ((r = socks5_addr(s, sn, si, &need)) <= 0) return r;
+        si += need;
+    } else return -1;
+    h->skip[CS_C2S] = ci;
+    h->skip[CS_S2C] = si;
+    h->socks = 1;
+    return 1;
+}
+
 static int http_open(cs_engine *e, cs_flow *f, cs_http *h)
 {
     h->connp = htp_connp_create(e->http_cfg);
@@ -470,6 +543,15 @@ static int http_open(cs_engine *e, cs_flow *f, cs_http *h)
     struct timeval tv = now_tv(e);
     htp_connp_open(h->connp, f->ip_text[0], f->port[0], f->ip_text[1], f->port[1], &tv);
     return 0;
+}
+
+static void undecided(cs_flow *f, int verdict)
+{
+    if (verdict < 0) {
+        free(f->http);
+        f->http = NULL;
+        f->http_decided = -1;
+    }
 }
 
 void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
@@ -486,21 +568,29 @@ void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t
     size_t take = len < cap - had ? len : cap - had;
     memcpy(h->pre[dir] + had, data, take);
     h->pre_len[dir] += take;
-    int c = classify(dir, h->pre[dir], h->pre_len[dir]);
-    if (c == 0 && h->pre_len[dir] == cap) c = -1;
-    if (c < 0 || (c > 0 && http_open(e, f, h))) {
-        /* Server spoke first in something else, or the client did not speak HTTP. */
-        free(h);
-        f->http = NULL;
-        f->http_decided = -1;
-        return;
+    uint8_t first = h->pre[CS_C2S][0];
+    if (!h->socks && h->pre_len[CS_C2S] && (first == 4 || first == 5)) {
+        int r = socks_walk(h);
+        if (r == 0 && take < len) r = -1;           /* a handshake that long is not one */
+        if (r <= 0) { undecided(f, r); return; }
     }
-    if (c == 0) return;
+    size_t base = h->skip[dir];
+    if (h->pre_len[dir] <= base) return;            /* nothing after the SOCKS handshake yet */
+    int c = classify(dir, h->pre[dir] + base, h->pre_len[dir] - base);
+    if (c == 0 && h->pre_len[dir] == cap) c = -1;
+    if (c > 0 && http_open(e, f, h)) c = -1;
+    if (c <= 0) { undecided(f, c); return; }
     f->http_decided = 1;
-    if (dir == CS_S2C && h->pre_len[CS_C2S]) feed(e, h, CS_C2S, h->pre[CS_C2S], h->pre_len[CS_C2S]);
-    feed(e, h, dir, h->pre[dir], had);
-    feed(e, h, dir, data, len);
-    if (dir == CS_C2S && h->pre_len[CS_S2C]) feed(e, h, CS_S2C, h->pre[CS_S2C], h->pre_len[CS_S2C]);
+    /* what was held goes in first: the client's before the server's */
+    size_t held = had > base ? had - base : 0;
+    if (dir == CS_S2C && h->pre_len[CS_C2S] > h->skip[CS_C2S])
+        feed(e, h, CS_C2S, h->pre[CS_C2S] + h->skip[CS_C2S], h->pre_len[CS_C2S] - h->skip[CS_C2S]);
+    if (held) feed(e, h, dir, h->pre[dir] + base, held);
+    /* of this chunk, what lies past the end of the SOCKS handshake */
+    size_t from = had >= base ? 0 : base - had;
+    if (from < len) feed(e, h, dir, data + from, len - from);
+    if (dir == CS_C2S && h->pre_len[CS_S2C] > h->skip[CS_S2C])
+        feed(e, h, CS_S2C, h->pre[CS_S2C] + h->skip[CS_S2C], h->pre_len[CS_S2C] - h->skip[CS_S2C]);
 }
 
 void cs_http_close(cs_engine *e, cs_flow *f)
