@@ -404,12 +404,13 @@ static int classify(int dir, const uint8_t *p, size_t n)
     for (int k = 0; known_methods[k]; k++)
         if (strlen(known_methods[k]) == i - start && memcmp(known_methods[k], p + start, i - start) == 0)
             return 1;
-    /* Unknown method: HTTP only if the request line ends in HTTP/x.y */
+    /* Unknown method: HTTP if the request line ends in HTTP/x.y; otherwise it may still be
+     * (an odd method), and the server's answer will tell (see cs_http_data). */
     const uint8_t *nl = memchr(p + i, '\n', n - i);
-    if (!nl) return n < sizeof ((cs_http *)0)->pre[0] ? 0 : -1;
+    if (!nl) return 0;
     size_t ll = nl - p;
     if (ll && p[ll - 1] == '\r') ll--;
-    return ll >= 9 + i && memcmp(p + ll - 8, " HTTP/", 6) == 0 ? 1 : -1;
+    return ll >= 9 + i && memcmp(p + ll - 8, " HTTP/", 6) == 0 ? 1 : 0;
 }
 
 static int feed_parser(cs_engine *e, cs_http *h, int dir, const uint8_t *d, size_t n, size_t *consumed)
@@ -577,6 +578,9 @@ void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t
     size_t base = h->skip[dir];
     if (h->pre_len[dir] <= base) return;            /* nothing after the SOCKS handshake yet */
     int c = classify(dir, h->pre[dir] + base, h->pre_len[dir] - base);
+    /* Client bytes that are not clearly HTTP (odd or broken request lines) wait for the
+     * server: an answer starting "HTTP/" makes it HTTP, anything else does not. */
+    if (dir == CS_C2S && c < 0) c = 0;
     if (c == 0 && h->pre_len[dir] == cap) c = -1;
     if (c > 0 && http_open(e, f, h)) c = -1;
     if (c <= 0) { undecided(f, c); return; }
