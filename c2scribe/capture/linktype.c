@@ -8,7 +8,7 @@
 
 #define MAX_TAGS 8        /* VLAN tags per Ethernet header */
 #define MAX_LABELS 16     /* MPLS label stack */
-#define MAX_TUNNELS 4     /* GRE / VXLAN / IP-in-IP decapsulations */
+#define MAX_TUNNELS 4     /* GRE / VXLAN / Geneve / IP-in-IP decapsulations */
 #define MAX_LAYERS 32     /* any nested header: stops MPLS->Ethernet->MPLS... loops */
 
 enum { L3_OK = CS_L3_OK, NOT_IP = CS_L3_NOT_IP, UNSUP = CS_L3_UNSUPPORTED, TRUNC = CS_L3_TRUNCATED };
@@ -35,9 +35,9 @@ static int ethertype(walk *w, uint32_t type, uint64_t off, int tags, cs_l3 *out)
 /* 802.2 LLC; only SNAP with an encapsulated-Ethernet OUI can carry IP */
 static int llc(walk *w, uint64_t off, int tags, cs_l3 *out)
 {
-    const uint8_t *p = w->d + off;
     if (!have(w, off, 3))
         return TRUNC;
+    const uint8_t *p = w->d + off;
     if (p[0] != 0xAA || p[1] != 0xAA || p[2] != 0x03)
         return NOT_IP;                           /* STP, CDP via other SAPs, NetBIOS ... */
     if (!have(w, off, 8))
@@ -156,9 +156,9 @@ static int ether(walk *w, uint64_t off, cs_l3 *out)
 
 static int gre(walk *w, uint64_t off, cs_l3 *out)
 {
-    const uint8_t *p = w->d + off;
     if (!have(w, off, 4))
         return TRUNC;
+    const uint8_t *p = w->d + off;
     uint32_t flags = be16(p), proto = be16(p + 2), seq = flags & 0x1000;
     uint64_t q = off + 4;
     if ((flags & 7) == 1 && proto == 0x880B && (flags & 0x2000)) {

@@ -32,6 +32,7 @@ typedef struct cs_tx {
     size_t keep_len[2];
     int keep_trunc[2];
     int response_only;
+    int tunnel;                   /* a CONNECT that opened a tunnel */
 } cs_tx;
 
 static const struct { uint64_t bit; const char *name; } tx_flag_names[] = {
@@ -142,6 +143,21 @@ static int on_response_body(htp_tx_data_t *d) { return body_data(d, CS_S2C); }
 
 static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx);
 
+/* A CONNECT answered 2xx opens a tunnel: what follows is not HTTP to this connection, even
+ * when libhtp did not see it so (a malformed CONNECT request, say). */
+static int on_response_headers(htp_tx_t *tx)
+{
+    cs_flow *f = htp_connp_get_user_data(tx->connp);
+    if (f && f->http && tx->request_method_number == HTP_M_CONNECT &&
+        tx->response_status_number >= 200 && tx->response_status_number < 300) {
+        f->http->tunnel = 1;
+        f->http->stopped[CS_C2S] = f->http->stopped[CS_S2C] = 1;
+        cs_tx *t = htp_tx_get_user_data(tx);
+        if (t) t->tunnel = 1;
+    }
+    return HTP_OK;
+}
+
 static int on_tx_complete(htp_tx_t *tx)
 {
     cs_engine *e = engine_of(tx->connp);
@@ -182,6 +198,7 @@ int cs_http_init(cs_engine *e)
     htp_config_set_log_level(cfg, HTP_LOG_WARNING);
     htp_config_register_request_start(cfg, on_request_start);
     htp_config_register_response_start(cfg, on_response_start);
+    htp_config_register_response_headers(cfg, on_response_headers);
     htp_config_register_request_body_data(cfg, on_request_body);
     htp_config_register_response_body_data(cfg, on_response_body);
     htp_config_register_transaction_complete(cfg, on_tx_complete);
@@ -239,6 +256,7 @@ static const char *sha_hex(EVP_MD_CTX *c, char out[65])
 static const char *tx_state(htp_tx_t *tx, cs_tx *t)
 {
     int req = tx->request_progress, res = tx->response_progress;
+    if (t->tunnel) return "complete";       /* CONNECT answered: the rest is tunnel data */
     /* libhtp completes a message when its connection closes; short of its Content-Length
      * it was cut (capture loss, or the capture ended), not complete */
     if (req >= HTP_REQUEST_COMPLETE && tx->request_content_length > 0 &&
@@ -367,7 +385,8 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     cs_rec_bool(&r, "continue_100", tx->seen_100continue);
     cs_rec_cstr(&r, "state", tx_state(tx, t));
     rec_flags(&r, "flags", tx->flags);
-    cs_rec_bool(&r, "tunnel", f->http && f->http->tunnel && tx->request_method_number == HTP_M_CONNECT);
+    cs_rec_bool(&r, "tunnel", t->tunnel || (f->http && f->http->tunnel &&
+                                            tx->request_method_number == HTP_M_CONNECT));
     cs_rec_cstr(&r, "file_first", ff && ff != Py_None ? PyUnicode_AsUTF8(ff) : NULL);
     cs_rec_int(&r, "frame_first", (long long)t->first.frame);
     cs_rec_cstr(&r, "file_last", fl && fl != Py_None ? PyUnicode_AsUTF8(fl) : NULL);
@@ -401,6 +420,20 @@ static int classify(int dir, const uint8_t *p, size_t n)
     while (i < n && i - start <= 24 && is_token_char(p[i])) i++;
     if (i == n) return i - start <= 24 ? 0 : -1;
     if (p[i] != ' ' || i == start) return -1;
+    const uint8_t *eol = memchr(p + i, '\n', n - i);
+    if (eol) {
+        /* a request line ending in another protocol's version (SIP/2.0, RTSP/1.0) is not HTTP */
+        size_t ll = eol - p;
+        if (ll && p[ll - 1] == '\r') ll--;
+        const uint8_t *sp = p + ll;
+        while (sp > p + i && sp[-1] != ' ') sp--;
+        const uint8_t *slash = memchr(sp, '/', p + ll - sp);
+        if (slash && slash > sp && (slash - sp != 4 || strncasecmp((const char *)sp, "HTTP", 4) != 0)) {
+            int alpha = 1;
+            for (const uint8_t *q = sp; q < slash; q++) alpha &= (*q >= 'A' && *q <= 'Z');
+            if (alpha && slash + 1 < p + ll && slash[1] >= '0' && slash[1] <= '9') return -1;
+        }
+    }
     for (int k = 0; known_methods[k]; k++)
         if (strlen(known_methods[k]) == i - start && memcmp(known_methods[k], p + start, i - start) == 0)
             return 1;
