@@ -4,7 +4,7 @@ FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential pkg-config libnids-dev libhtp-dev libpcap-dev libssl-dev \
+      build-essential pkg-config libnids-dev libhtp-dev libpcap-dev libssl-dev libbrotli-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/c2scribe

@@ -33,7 +33,7 @@ core = Extension(
     depends=["c2scribe/_core/core.h", "c2scribe/capture/capture.h"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function", *htp_cflags],
     extra_link_args=htp_libs,
-    libraries=["nids", "pcap", "crypto"],
+    libraries=["nids", "pcap", "crypto", "brotlidec"],
 )
 
 setup(ext_modules=[core])

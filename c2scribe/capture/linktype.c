@@ -163,12 +163,12 @@ static int gre(walk *w, uint64_t off, cs_l3 *out)
     uint64_t q = off + 4;
     if ((flags & 7) == 1 && proto == 0x880B && (flags & 0x2000)) {
         /* PPTP enhanced GRE (RFC 2637): key = payload length + call id, optional seq and ack */
-        q += 4 + (seq ? 4 : 0) + (flags & 0x0080 ? 4 : 0);
+        q += 4u + (seq ? 4u : 0) + (flags & 0x0080 ? 4u : 0);
         return ppp_frame(w, q, out);
     }
     if ((flags & 7) != 0 || (flags & 0x4000))
         return UNSUP;                            /* other versions; RFC 1701 source routing */
-    q += (flags & 0x8000 ? 4 : 0) + (flags & 0x2000 ? 4 : 0) + (seq ? 4 : 0);
+    q += (flags & 0x8000 ? 4u : 0) + (flags & 0x2000 ? 4u : 0) + (seq ? 4u : 0);
     if (proto == 0x88BE)                         /* ERSPAN II has seq + an 8-byte header, I neither */
         return ether(w, q + (seq ? 8 : 0), out);
     if (proto == 0x22EB) {                       /* ERSPAN III: 12 bytes (+8 if the O bit) */

@@ -10,6 +10,7 @@
 
 #include <string.h>
 #include <htp/htp.h>
+#include <brotli/decode.h>
 
 struct cs_http {
     htp_connp_t *connp;
@@ -21,6 +22,7 @@ struct cs_http {
     int socks;                    /* 1: a SOCKS 4/4a/5 handshake was passed */
     int stopped[2];               /* parser error, tunnel or close in that direction */
     int tunnel;
+    int unexpected[2];            /* libhtp said "Unexpected ... body": bytes past a message */
 };
 
 typedef struct cs_tx {
@@ -33,6 +35,11 @@ typedef struct cs_tx {
     int keep_trunc[2];
     int response_only;
     int tunnel;                   /* a CONNECT that opened a tunnel */
+    uint64_t extra[2];            /* bytes libhtp passed as body beyond the message's end */
+    int decode_failed[2];         /* a content decoder failed: the body is what it produced */
+    int decoder_checked[2];
+    BrotliDecoderState *br[2];    /* Content-Encoding: br, which libhtp 0.5 does not decode */
+    uint64_t br_out[2];
 } cs_tx;
 
 static const struct { uint64_t bit; const char *name; } tx_flag_names[] = {
@@ -96,11 +103,15 @@ static void tx_touch(cs_engine *e, cs_tx *t)
 
 static int on_request_start(htp_tx_t *tx)
 {
+    cs_flow *f = htp_connp_get_user_data(tx->connp);
+    if (f && f->http) f->http->unexpected[CS_C2S] = 0;
     return tx_info(tx) ? HTP_OK : HTP_ERROR;
 }
 
 static int on_response_start(htp_tx_t *tx)
 {
+    cs_flow *f = htp_connp_get_user_data(tx->connp);
+    if (f && f->http) f->http->unexpected[CS_S2C] = 0;
     int fresh = htp_tx_get_user_data(tx) == NULL;
     cs_tx *t = tx_info(tx);
     if (!t) return HTP_ERROR;
@@ -109,33 +120,91 @@ static int on_response_start(htp_tx_t *tx)
     return HTP_OK;
 }
 
-static int body_data(htp_tx_data_t *d, int dir)
+static int body_bytes(cs_engine *e, cs_tx *t, int dir, const uint8_t *p, size_t n)
 {
-    cs_engine *e = engine_of(d->tx->connp);
-    cs_tx *t = tx_info(d->tx);
-    if (!t) return HTP_ERROR;
-    tx_touch(e, t);
-    if (!d->data || !d->len) return HTP_OK;
+    if (!n) return HTP_OK;
     if (!t->sha[dir]) {
         t->sha[dir] = EVP_MD_CTX_new();
         if (!t->sha[dir] || !EVP_DigestInit_ex(t->sha[dir], cs_sha256, NULL)) return HTP_ERROR;
     }
-    EVP_DigestUpdate(t->sha[dir], d->data, d->len);
-    t->body_len[dir] += d->len;
+    EVP_DigestUpdate(t->sha[dir], p, n);
+    t->body_len[dir] += n;
     if (e->opt.body_keep) {
         size_t room = e->opt.body_keep - t->keep_len[dir];
-        size_t take = d->len < room ? d->len : room;
+        size_t take = n < room ? n : room;
         if (take) {
             if (!t->keep[dir]) {
                 t->keep[dir] = malloc(e->opt.body_keep);
                 if (!t->keep[dir]) return HTP_ERROR;
             }
-            memcpy(t->keep[dir] + t->keep_len[dir], d->data, take);
+            memcpy(t->keep[dir] + t->keep_len[dir], p, take);
             t->keep_len[dir] += take;
         }
-        if (take < d->len) t->keep_trunc[dir] = 1;
+        if (take < n) t->keep_trunc[dir] = 1;
     }
     return HTP_OK;
+}
+
+static int has_token(htp_table_t *headers, const char *name, const char *token)
+{
+    htp_header_t *h = headers ? htp_table_get_c(headers, name) : NULL;
+    return h && h->value && bstr_util_mem_index_of_c_nocase(bstr_ptr(h->value), bstr_len(h->value), token) >= 0;
+}
+
+/* Brotli, bounded by the same bomb limit libhtp applies to gzip. */
+static int brotli_bytes(cs_engine *e, cs_tx *t, int dir, const uint8_t *p, size_t n)
+{
+    uint8_t out[16384];
+    size_t avail_in = n;
+    const uint8_t *next_in = p;
+    for (;;) {
+        size_t avail_out = sizeof out;
+        uint8_t *next_out = out;
+        BrotliDecoderResult r = BrotliDecoderDecompressStream(t->br[dir], &avail_in, &next_in,
+                                                              &avail_out, &next_out, NULL);
+        size_t got = sizeof out - avail_out;
+        if (got && body_bytes(e, t, dir, out, got) != HTP_OK) return HTP_ERROR;
+        t->br_out[dir] += got;
+        if (r == BROTLI_DECODER_RESULT_ERROR || t->br_out[dir] > e->opt.bomb_limit) {
+            t->decode_failed[dir] = 1;
+            BrotliDecoderDestroyInstance(t->br[dir]);
+            t->br[dir] = NULL;
+            return HTP_OK;
+        }
+        if (r != BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT) return HTP_OK;
+    }
+}
+
+static int body_data(htp_tx_data_t *d, int dir)
+{
+    cs_engine *e = engine_of(d->tx->connp);
+    htp_tx_t *tx = d->tx;
+    cs_tx *t = tx_info(tx);
+    if (!t) return HTP_ERROR;
+    tx_touch(e, t);
+    if (!d->data || !d->len) return HTP_OK;
+    const uint8_t *p = d->data;
+    size_t n = d->len;
+    /* libhtp (like Suricata) hands bytes that follow a finished message, or that exceed its
+     * Content-Length, to that message's body hook. They stay in the body (hiding data past
+     * a forged length is an evasion); the transaction is flagged instead. */
+    cs_flow *f = htp_connp_get_user_data(tx->connp);
+    int64_t cl = dir == CS_C2S ? tx->request_content_length : tx->response_content_length;
+    int coding = dir == CS_C2S ? tx->request_transfer_coding : tx->response_transfer_coding;
+    if ((f && f->http && f->http->unexpected[dir]) || (dir == CS_C2S && tx->is_protocol_0_9) ||
+        (coding == HTP_CODING_IDENTITY && cl >= 0 && (dir == CS_C2S ? tx->request_message_len
+                                                                    : tx->response_message_len) > cl))
+        t->extra[dir] += n;
+    int plain = (dir == CS_C2S ? tx->request_content_encoding
+                               : tx->response_content_encoding_processing) <= HTP_COMPRESSION_NONE;
+    if (!t->decoder_checked[dir]) {
+        t->decoder_checked[dir] = 1;
+        htp_table_t *hs = dir == CS_C2S ? tx->request_headers : tx->response_headers;
+        if (plain && has_token(hs, "content-encoding", "br"))
+            t->br[dir] = BrotliDecoderCreateInstance(NULL, NULL, NULL);
+    }
+    if (t->br[dir]) return brotli_bytes(e, t, dir, p, n);
+    return body_bytes(e, t, dir, p, n);
 }
 
 static int on_request_body(htp_tx_data_t *d) { return body_data(d, CS_C2S); }
@@ -169,6 +238,19 @@ static int on_tx_complete(htp_tx_t *tx)
 static int on_log(htp_log_t *log)
 {
     cs_engine *e = cs_the_engine;
+    if (log->msg && log->connp && strncmp(log->msg, "Unexpected ", 11) == 0) {
+        /* libhtp goes on to hand these bytes to the body hook of the finished message */
+        cs_flow *f = htp_connp_get_user_data(log->connp);
+        if (f && f->http) f->http->unexpected[strstr(log->msg, "response") ? CS_S2C : CS_C2S] = 1;
+    }
+    if (log->msg && log->connp && strstr(log->msg, "decompressor")) {
+        /* libhtp then passes on what the decoder made of it: flag the body it belongs to */
+        htp_tx_t *in = htp_connp_get_in_tx(log->connp), *out = htp_connp_get_out_tx(log->connp);
+        int dir = in && in->request_progress == HTP_REQUEST_BODY ? CS_C2S : CS_S2C;
+        htp_tx_t *tx = log->tx ? log->tx : dir == CS_C2S ? in : out;
+        cs_tx *t = tx ? htp_tx_get_user_data(tx) : NULL;
+        if (t) t->decode_failed[dir] = 1;
+    }
     if (!e || !e->http_log || !log->msg || log->level > HTP_LOG_WARNING) return HTP_OK;
     PyObject *k = PyUnicode_DecodeUTF8(log->msg, strnlen(log->msg, 200), "backslashreplace");
     if (!k) { PyErr_Clear(); return HTP_OK; }
@@ -239,12 +321,20 @@ static void rec_headers(cs_rec *r, const char *k, htp_table_t *t)
     cs_rec_list_end(r);
 }
 
-static void rec_flags(cs_rec *r, const char *k, uint64_t flags)
+static void rec_flags(cs_rec *r, const char *k, uint64_t flags, const cs_tx *t)
 {
+    static const char *const ours[2][2] = {
+        {"request_bytes_after_body", "request_body_decoding_failed"},
+        {"response_bytes_after_body", "response_body_decoding_failed"},
+    };
     cs_rec_list_begin(r, k);
     for (size_t i = 0; i < sizeof tx_flag_names / sizeof *tx_flag_names; i++)
         if (flags & tx_flag_names[i].bit)
             cs_rec_item(r, tx_flag_names[i].name, strlen(tx_flag_names[i].name));
+    for (int d = 0; d < 2; d++) {
+        if (t->extra[d]) cs_rec_item(r, ours[d][0], strlen(ours[d][0]));
+        if (t->decode_failed[d]) cs_rec_item(r, ours[d][1], strlen(ours[d][1]));
+    }
     cs_rec_list_end(r);
 }
 
@@ -319,6 +409,7 @@ static void derived(cs_rec *r, cs_flow *f, htp_tx_t *tx, int no_request, int has
 static void tx_free(cs_tx *t)
 {
     for (int i = 0; i < 2; i++) {
+        if (t->br[i]) BrotliDecoderDestroyInstance(t->br[i]);
         if (t->sha[i]) EVP_MD_CTX_free(t->sha[i]);
         free(t->keep[i]);
     }
@@ -384,7 +475,7 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     cs_rec_bool(&r, "response_body_truncated", t->keep_trunc[CS_S2C]);
     cs_rec_bool(&r, "continue_100", tx->seen_100continue);
     cs_rec_cstr(&r, "state", tx_state(tx, t));
-    rec_flags(&r, "flags", tx->flags);
+    rec_flags(&r, "flags", tx->flags, t);
     cs_rec_bool(&r, "tunnel", t->tunnel || (f->http && f->http->tunnel &&
                                             tx->request_method_number == HTP_M_CONNECT));
     cs_rec_cstr(&r, "file_first", ff && ff != Py_None ? PyUnicode_AsUTF8(ff) : NULL);
@@ -420,6 +511,8 @@ static int classify(int dir, const uint8_t *p, size_t n)
     while (i < n && i - start <= 24 && is_token_char(p[i])) i++;
     if (i == n) return i - start <= 24 ? 0 : -1;
     if (p[i] != ' ' || i == start) return -1;
+    if (n - start >= 14 && memcmp(p + start, "PRI * HTTP/2.0", 14) == 0)
+        return -1;                                  /* HTTP/2 with prior knowledge (h2c) */
     const uint8_t *eol = memchr(p + i, '\n', n - i);
     if (eol) {
         /* a request line ending in another protocol's version (SIP/2.0, RTSP/1.0) is not HTTP */
@@ -443,7 +536,9 @@ static int classify(int dir, const uint8_t *p, size_t n)
     if (!nl) return 0;
     size_t ll = nl - p;
     if (ll && p[ll - 1] == '\r') ll--;
-    return ll >= 9 + i && memcmp(p + ll - 8, " HTTP/", 6) == 0 ? 1 : 0;
+    const uint8_t *sp = p + ll;
+    while (sp > p + i && sp[-1] != ' ') sp--;      /* last word of the request line */
+    return sp > p + i && p + ll - sp > 5 && strncasecmp((const char *)sp, "HTTP/", 5) == 0 ? 1 : 0;
 }
 
 static int feed_parser(cs_engine *e, cs_http *h, int dir, const uint8_t *d, size_t n, size_t *consumed)
