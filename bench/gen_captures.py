@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Synthetic HTTP/1.1 capture generator for the c2scribe benchmarks.
+r"""Synthetic HTTP/1.1 capture generator for the c2scribe benchmarks.
 
 Writes a classic pcap (Ethernet link type, microsecond timestamps, optionally
 gzip-compressed) of many interleaved HTTP/1.1 connections with real TCP: a
@@ -27,8 +27,9 @@ files, bytes, packets, connections, transactions and dropped packets; with
 Host, status and the decoded request/response body lengths and SHA-256).
 
 Only the standard library is used, and the hot loop is written for speed:
-bodies are built once into a pool, packets are struct-packed headers plus
-memoryview slices of the message, and the output is joined in large blocks.
+bodies and header values are built once into pools, each frame is one
+struct.pack of Ethernet+IPv4+TCP (the IPv4 checksum updated incrementally) plus
+its payload slice, and the output is joined and written in 1 MB blocks.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ import struct
 import sys
 import time
 
+# Bump when the same arguments would give different bytes (run_bench.py then regenerates its cache).
+GENERATOR_VERSION = 2
 MSS = 1448
 M32 = 0xFFFFFFFF
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -145,7 +148,8 @@ KINDS = {
     "text": ("text/plain; charset=utf-8", True),
     "b64json": ("application/json", True),
     "binary": ("application/octet-stream", False),
-    "image": ("image/jpeg", False),
+    # Random bytes, so no type with a Wireshark dissector (image/jpeg would fail to dissect).
+    "image": ("image/webp", False),
 }
 RESP_KIND_WEIGHTS = {"html": 22, "json": 18, "js": 10, "css": 5, "text": 5, "b64json": 12,
                      "binary": 13, "image": 15}
@@ -312,11 +316,12 @@ class BodyPool:
         text = TextMaker(rng)
         self.text = text
         lo, hi = prof["resp_size"]
-        # Response entities: one list per kind of body so URIs can match content.
-        self.responses = []         # list of (weight, [entity, ...]) by body
+        # Response entities by kind of body, so URIs can match content; every kind at least once.
         self.by_kind = {}
-        for _ in range(prof["resp_pool"]):
-            kind = _weighted(rng, RESP_KIND_WEIGHTS)
+        n = prof["resp_pool"]
+        kinds = list(RESP_KIND_WEIGHTS)
+        kinds += [_weighted(rng, RESP_KIND_WEIGHTS) for _ in range(n - len(kinds))]
+        for kind in kinds:
             ctype, textlike = KINDS[kind]
             size = rng.randint(lo, hi)
             body = text.make(kind, size) if textlike else rng.randbytes(size)
@@ -383,12 +388,12 @@ def frame_factory(eth: bytes, src4: bytes, dst4: bytes, sport: int, dport: int,
     dst = int.from_bytes(dst4, "big")
     ip_base = 0x4500 + 0x4000 + 0x4006 + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
     pack = FRAME.pack
-    state = [ipid]
 
     if not tcp_checksum:
         def frame(flags, seq, ack, payload):
+            nonlocal ipid
             tot = 40 + len(payload)
-            i = state[0] = (state[0] + 1) & 0xFFFF
+            i = ipid = (ipid + 1) & 0xFFFF
             s = ip_base + tot + i
             s = (s & 0xFFFF) + (s >> 16)
             s = (s & 0xFFFF) + (s >> 16)
@@ -398,9 +403,10 @@ def frame_factory(eth: bytes, src4: bytes, dst4: bytes, sport: int, dport: int,
         pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + 6 + sport + dport + WINDOW
 
         def frame(flags, seq, ack, payload):
+            nonlocal ipid
             plen = len(payload)
             tot = 40 + plen
-            i = state[0] = (state[0] + 1) & 0xFFFF
+            i = ipid = (ipid + 1) & 0xFFFF
             s = ip_base + tot + i
             s = (s & 0xFFFF) + (s >> 16)
             s = (s & 0xFFFF) + (s >> 16)
@@ -445,8 +451,12 @@ def _segments(tx, rx, seq, rseq, data, unacked):
     mv = memoryview(data)
     n = len(data)
     off = 0
+    # Never end a message with a segment of 1-4 bytes: Wireshark 4.0 fails ("Malformed Packet")
+    # on a chunked body whose final "0\r\n\r\n" is split that way.  Such a tail takes 16
+    # bytes from the segment before it.
+    short_at = n - n % MSS - MSS if 0 < n % MSS < 5 and n > MSS else -1
     while off < n:
-        chunk = mv[off:off + MSS]
+        chunk = mv[off:off + (MSS - 16 if off == short_at else MSS)]
         k = len(chunk)
         off += k
         yield tx(ACK | PSH if off >= n else ACK, seq, rseq, chunk)
@@ -654,7 +664,7 @@ class CaptureGenerator:
                 elif kind == "css":
                     u = f"/static/css/{w[0]}-{w[1]}.css"
                 elif kind == "image":
-                    u = rng.choice((f"/images/{w[0]}-{k}.jpg", f"/img/{w[0]}/{w[1]}.jpg?v={k}"))
+                    u = rng.choice((f"/images/{w[0]}-{k}.webp", f"/img/{w[0]}/{w[1]}.webp?v={k}"))
                 elif kind == "binary":
                     u = rng.choice((f"/download/{w[0]}-{k}.bin", f"/updates/{w[0]}/{w[1]}.dat",
                                     f"/{rng.getrandbits(64):016x}"))
@@ -899,11 +909,13 @@ class CaptureGenerator:
         out.close()
         self.stats.update(packets=packets, bytes=total_bytes, data_packets=data_packets,
                           dropped_packets=dropped)
-        self.first_ts_us, self.last_ts_us = T0_US, sec * 1_000_000 + usec
+        self.first_ts_us = T0_US + dts[0]        # the first packet is a SYN: never dropped
+        self.last_ts_us = sec * 1_000_000 + usec
 
     def manifest(self, out: PcapOutput, args: dict, elapsed: float) -> dict:
         m = {
             "generator": "c2scribe bench/gen_captures.py",
+            "generator_version": GENERATOR_VERSION,
             "format": "pcap (classic, microsecond, Ethernet)" + (", gzip" if out.gz else ""),
             "profile": self.profile,
             "seed": self.seed,
