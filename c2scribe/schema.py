@@ -92,18 +92,29 @@ def fields_of(cls: type) -> list[tuple[str, str, str, bool]]:
 
 
 @dataclass(slots=True)
-class Connection(Record):
-    """One TCP connection, HTTP or not, whether or not the engine could reassemble it."""
-    dataset: ClassVar[str] = "c2scribe.connection"
+class _OnConnection(Record):
+    """What every record about a TCP connection carries: who, when, and where in the capture
+    (file and 1-based frame numbers of its first and last packet)."""
     conn_id: str = F("c2scribe.connection.id", "str")
     community_id: str = F("network.community_id", "str")
     start_us: int = F("event.start", "ts")
     end_us: int = F("event.end", "ts")
     ip_version: int = F("c2scribe.connection.ip_version", "int")
+    network_type: str = F("network.type", "str")
     src_ip: str = F("source.ip", "ip")
     src_port: int = F("source.port", "int")
     dst_ip: str = F("destination.ip", "ip")
     dst_port: int = F("destination.port", "int")
+    file_first: str | None = F("c2scribe.capture.file", "str")
+    frame_first: int = F("c2scribe.capture.frame_first", "int")
+    file_last: str | None = F("c2scribe.capture.file_last", "str")
+    frame_last: int = F("c2scribe.capture.frame_last", "int")
+
+
+@dataclass(slots=True)
+class Connection(_OnConnection):
+    """One TCP connection, HTTP or not, whether or not the engine could reassemble it."""
+    dataset: ClassVar[str] = "c2scribe.connection"
     orientation_guessed: bool = F("c2scribe.connection.orientation_guessed", "bool")
     src_packets: int = F("source.packets", "int")
     dst_packets: int = F("destination.packets", "int")
@@ -123,33 +134,19 @@ class Connection(Record):
     end_reason: str = F("c2scribe.connection.end_reason", "str")
     http_transactions: int = F("c2scribe.connection.http_transactions", "int")
     app_protocol: str | None = F("network.protocol", "str")
-    file_first: str | None = F("c2scribe.capture.file", "str")
-    frame_first: int = F("c2scribe.capture.frame_first", "int")
-    file_last: str | None = F("c2scribe.capture.file_last", "str")
-    frame_last: int = F("c2scribe.capture.frame_last", "int")
     engine: str = F("c2scribe.engine", "str")
     transport: str = F("network.transport", "str")
-    network_type: str = F("network.type", "str")
     duration_ns: int = F("event.duration", "int")
     c2s_data: bytes | None = F("c2scribe.tcp.client_to_server.content", "bytes", jsonl=False)
     s2c_data: bytes | None = F("c2scribe.tcp.server_to_client.content", "bytes", jsonl=False)
 
 
 @dataclass(slots=True)
-class HttpTransaction(Record):
+class HttpTransaction(_OnConnection):
     """One HTTP request/response exchange, in its connection's order (index 1, 2, ...)."""
     dataset: ClassVar[str] = "c2scribe.http"
-    conn_id: str = F("c2scribe.connection.id", "str")
     index: int = F("c2scribe.http.index", "int")
     tx_id: str = F("c2scribe.http.id", "str")
-    community_id: str = F("network.community_id", "str")
-    start_us: int = F("event.start", "ts")
-    end_us: int = F("event.end", "ts")
-    ip_version: int = F("c2scribe.connection.ip_version", "int")
-    src_ip: str = F("source.ip", "ip")
-    src_port: int = F("source.port", "int")
-    dst_ip: str = F("destination.ip", "ip")
-    dst_port: int = F("destination.port", "int")
     method: str | None = F("http.request.method", "str")
     uri: str | None = F("url.original", "str")
     request_protocol: str | None = F("c2scribe.http.request.protocol", "str")
@@ -185,11 +182,6 @@ class HttpTransaction(Record):
     state: str = F("c2scribe.http.state", "str")
     flags: list = F("c2scribe.http.flags", "strlist")
     tunnel: bool = F("c2scribe.http.tunnel", "bool")
-    file_first: str | None = F("c2scribe.capture.file", "str")
-    frame_first: int = F("c2scribe.capture.frame_first", "int")
-    file_last: str | None = F("c2scribe.capture.file_last", "str")
-    frame_last: int = F("c2scribe.capture.frame_last", "int")
-    network_type: str = F("network.type", "str")
     request_body: bytes | None = F("c2scribe.http.request.body.content", "bytes", jsonl=False)
     response_body: bytes | None = F("c2scribe.http.response.body.content", "bytes", jsonl=False)
 
