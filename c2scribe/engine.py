@@ -67,6 +67,9 @@ class EngineOptions:
 class Engine:
     """Capture bytes in, records out. One file after another forms one continuous chain.
 
+    ``stream_chunks=True`` adds a StreamChunk record for every in-order piece of every
+    connection's bytes (for stream decoders; Record mode only).
+
     Output modes: Record objects (default); ``documents=True``: jsonl documents (dicts with the
     schema's external names, as Record.to_json gives them); ``jsonl=True``: (dataset, bytes)
     pairs, each bytes one finished JSON document written by the C engine, the fast path for
@@ -76,14 +79,16 @@ class Engine:
     name = "nids"
 
     def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
-                 jsonl: bool = False, bodies: bool = False, **overrides):
+                 jsonl: bool = False, bodies: bool = False, stream_chunks: bool = False,
+                 **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
         self.options = opts
         self.documents = documents
         self.jsonl = jsonl
         self.bodies = bodies
         try:
-            self._core = _core.Engine(**dataclasses.asdict(opts), json=jsonl, json_bodies=bodies)
+            self._core = _core.Engine(**dataclasses.asdict(opts), json=jsonl, json_bodies=bodies,
+                                      stream_chunks=stream_chunks and not jsonl)
         except RuntimeError as e:
             raise ConfigError(str(e)) from None
         self._not_reassembled = 0

@@ -207,20 +207,90 @@ class EngineWarning(Record):
     frame: int | None = F("c2scribe.capture.frame_first", "int")
 
 
-RECORD_TYPES = (Connection, HttpTransaction, CaptureError, EngineWarning)
+@dataclass(slots=True)
+class StreamChunk(Record):
+    """Reassembled bytes of one direction of a connection, in order, as libnids delivered them.
+
+    Only made for stream decoders (Engine(stream_chunks=True)); never written to jsonl.
+    """
+    dataset: ClassVar[str] = "c2scribe.stream"
+    conn_id: str = F("c2scribe.connection.id", "str")
+    chunk_index: int = F("c2scribe.stream.chunk_index", "int")
+    direction: str = F("c2scribe.stream.direction", "str")
+    stream_offset: int = F("c2scribe.stream.offset", "int")
+    ts_us: int = F("c2scribe.stream.time", "ts")
+    src_ip: str = F("source.ip", "ip")
+    src_port: int = F("source.port", "int")
+    dst_ip: str = F("destination.ip", "ip")
+    dst_port: int = F("destination.port", "int")
+    file: str | None = F("c2scribe.capture.file", "str")
+    frame: int = F("c2scribe.capture.frame", "int")
+    data: bytes = F("c2scribe.stream.content", "bytes", jsonl=False)
+
+
+@dataclass(slots=True)
+class C2Message(Record):
+    """One C2 message a decoder found: a check-in, a command, its output, a file ...
+
+    Messages of one agent (``agent``: the key the protocol gives, a beacon id, cookie, paw)
+    form its timeline across connections and proxies; ``command_id`` pairs a command with its
+    output. Every message links back to its connection, transaction and frames.
+    """
+    dataset: ClassVar[str] = "c2scribe.c2"
+    message_id: str = F("c2scribe.c2.id", "str")
+    ts_us: int = F("event.start", "ts")
+    decoder: str = F("c2scribe.decoder.name", "str")
+    decoder_version: str = F("c2scribe.decoder.version", "str")
+    family: str | None = F("threat.software.name", "str")
+    agent: str | None = F("c2scribe.c2.agent", "str")
+    direction: str = F("c2scribe.c2.direction", "str")
+    kind: str = F("c2scribe.c2.kind", "str")
+    text: str = F("message", "str")
+    command_id: str | None = F("c2scribe.c2.command_id", "str")
+    fields: dict = F("c2scribe.c2.fields", "json")
+    attachments: list = F("c2scribe.c2.attachments", "json")
+    conn_id: str | None = F("c2scribe.connection.id", "str")
+    tx_id: str | None = F("c2scribe.http.id", "str")
+    src_ip: str | None = F("source.ip", "ip")
+    src_port: int | None = F("source.port", "int")
+    dst_ip: str | None = F("destination.ip", "ip")
+    dst_port: int | None = F("destination.port", "int")
+    file: str | None = F("c2scribe.capture.file", "str")
+    frame_first: int | None = F("c2scribe.capture.frame_first", "int")
+    frame_last: int | None = F("c2scribe.capture.frame_last", "int")
+
+
+@dataclass(slots=True)
+class DecodeError(Record):
+    """A decoder raised, or returned something that is not messages: the run goes on."""
+    dataset: ClassVar[str] = "c2scribe.decode_error"
+    decoder: str = F("c2scribe.decoder.name", "str")
+    decoder_version: str = F("c2scribe.decoder.version", "str")
+    hook: str = F("c2scribe.decoder.hook", "str")
+    error_type: str = F("error.type", "str")
+    message: str = F("error.message", "str")
+    traceback: str = F("error.stack_trace", "str")
+    conn_id: str | None = F("c2scribe.connection.id", "str")
+    tx_id: str | None = F("c2scribe.http.id", "str")
+    file: str | None = F("c2scribe.capture.file", "str")
+    frame: int | None = F("c2scribe.capture.frame_first", "int")
+
+
+RECORD_TYPES = (Connection, HttpTransaction, CaptureError, EngineWarning, C2Message, DecodeError)
 
 
 def _core_keys() -> dict[str, str]:
     """attribute -> external name over the engine's records; one attribute, one field."""
     keys: dict[str, str] = {}
-    for cls in (Connection, HttpTransaction, CaptureError):
+    for cls in (Connection, HttpTransaction, CaptureError, StreamChunk):
         for attr, name, _t, _j in _fields(cls):
             if keys.setdefault(attr, name) != name:
                 raise AssertionError(f"schema: {attr} named both {keys[attr]} and {name}")
     return keys
 
 
-_DATASET = {"http": HttpTransaction, "connection": Connection, "capture_error": CaptureError}
+_DATASET = {"http": HttpTransaction, "connection": Connection, "capture_error": CaptureError,
+            "stream": StreamChunk}
 #: What the C engine names its record keys (it is told this mapping at import), plus the
 #: dataset of each kind of record it makes.
 CORE_KEYS = {**_core_keys(), **{f"dataset:{k}": c.dataset for k, c in _DATASET.items()}}

@@ -91,6 +91,7 @@ struct cs_flow {
     cs_http *http;                /* HTTP session, once the stream looks like HTTP */
     int http_decided;             /* 1 = HTTP, -1 = not HTTP, 0 = undecided */
     uint64_t http_tx;             /* HTTP transactions reported */
+    uint64_t chunks;              /* stream chunks handed out (stream_chunks mode) */
     /* hash chain and lists */
     cs_flow *hnext;
     cs_flow *prev, *next;         /* in its LRU list */
@@ -137,6 +138,7 @@ struct cs_engine {
     PyObject *out;                /* list of (kind, dict) produced by the current call */
     int py_error;                 /* a Python exception is pending */
     int finished;
+    int stream_chunks;            /* hand every in-order stream chunk to Python (decoders) */
     int json;                     /* build finished JSON documents instead of dicts */
     int json_bodies;              /* ... with kept body and stream bytes (base64) */
     long schema_version;

@@ -517,6 +517,31 @@ bad:
 
 /* ---------- reassembled bytes ---------- */
 
+/* Stream decoders need the bytes in order, with their time and place: one record per chunk
+ * libnids delivers (only when asked for; never on the jsonl path). */
+static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
+{
+    if (e->py_error) return;
+    PyObject *d = cs_record_dict();
+    PyObject *file = cs_file_name(e, e->cur_file);
+    int ok = d && file &&
+        !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
+        !cs_set(d, "chunk_index", PyLong_FromUnsignedLongLong(f->chunks++)) &&
+        !cs_set(d, "direction", PyUnicode_FromString(dir == CS_C2S ? "client_to_server" : "server_to_client")) &&
+        !cs_set(d, "stream_offset", PyLong_FromUnsignedLongLong(f->dir[dir].stream_bytes - len)) &&
+        !cs_set(d, "ts_us", PyLong_FromLongLong(e->now_us)) &&
+        !cs_set(d, "src_ip", PyUnicode_FromString(f->ip_text[0])) &&
+        !cs_set(d, "src_port", PyLong_FromLong(f->port[0])) &&
+        !cs_set(d, "dst_ip", PyUnicode_FromString(f->ip_text[1])) &&
+        !cs_set(d, "dst_port", PyLong_FromLong(f->port[1])) &&
+        !cs_set(d, "file", Py_NewRef(file)) &&
+        !cs_set(d, "frame", PyLong_FromUnsignedLongLong(e->cur_frame)) &&
+        !cs_set(d, "data", PyBytes_FromStringAndSize((const char *)data, len));
+    Py_XDECREF(file);
+    if (ok) cs_emit(e, "stream", d);
+    else { Py_XDECREF(d); cs_fail(e); }
+}
+
 void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
 {
     cs_dir *d = &f->dir[dir];
@@ -552,5 +577,6 @@ void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data,
             e->counters[CSC_STREAM_BYTES_DROPPED] += len - take;
         }
     }
+    if (e->stream_chunks) emit_chunk(e, f, dir, data, len);
     cs_http_data(e, f, dir, data, len);
 }

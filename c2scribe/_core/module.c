@@ -196,7 +196,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"stream_keep", "body_keep", "http_pending_max", "bomb_limit",
                              "decompress_time_limit", "idle_timeout", "established_timeout",
                              "linger", "max_flows", "nids_streams", "nids_hosts", "json",
-                             "json_bodies", NULL};
+                             "json_bodies", "stream_chunks", NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -204,13 +204,14 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     };
     double idle = 300, est = 3600, linger = 2;
     Py_ssize_t sk = 0, bk = 65536, pm = 1 << 20, bl = 64 << 20, tl = 100000, mf = 1 << 18;
-    int ns = 1 << 16, nh = 4096, json = 0, json_bodies = 0;
+    int ns = 1 << 16, nh = 4096, json = 0, json_bodies = 0, chunks = 0;
     if (self->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipp", kwlist, &sk, &bk, &pm, &bl, &tl,
-                                     &idle, &est, &linger, &mf, &ns, &nh, &json, &json_bodies))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniippp", kwlist, &sk, &bk, &pm, &bl, &tl,
+                                     &idle, &est, &linger, &mf, &ns, &nh, &json, &json_bodies,
+                                     &chunks))
         return -1;
     if (json && !key_names) {
         PyErr_SetString(PyExc_RuntimeError, "json output needs set_key_names() first");
@@ -238,6 +239,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     e->opt = o;
     e->json = json;
     e->json_bodies = json_bodies;
+    e->stream_chunks = chunks && !json;
     e->schema_version = schema_version;
     e->cur_file = -1;
     e->now_us = INT64_MIN / 2;

@@ -1,0 +1,1 @@
+"""Decoders shipped with c2scribe; each module is one decoder."""

@@ -1,0 +1,183 @@
+"""Runs decoders over the engine's records: sans-IO, records in, C2 messages out.
+
+HTTP decoders see each transaction (want -> request -> response); stream decoders see each
+connection's chunks in order (want on the first chunk -> data ... -> close when the
+connection record arrives). One decoder instance per connection; per-agent state through the
+Context. A hook that raises, or returns something other than messages, becomes a DecodeError
+record and the run goes on.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Iterable
+
+from ..schema import C2Message, Connection, DecodeError, HttpTransaction, StreamChunk
+from .api import (Context, ConnectionHead, Decoder, HttpDecoder, Message, RequestHead,
+                  StreamDecoder)
+
+_REJECTED = object()          # a decoder that did not want this connection
+
+
+class DecoderRunner:
+    def __init__(self, decoders: Iterable[type[Decoder]]):
+        self.decoders = list(decoders)
+        self._http = [d for d in self.decoders if issubclass(d, HttpDecoder)]
+        self._stream = [d for d in self.decoders if issubclass(d, StreamDecoder)]
+        self._ctx = {d: Context({}) for d in self.decoders}
+        self._inst: dict[tuple[type, str], object] = {}    # (decoder, conn_id) -> instance
+        self._seq: dict[tuple[type, str], int] = {}
+        self._last: dict[tuple[type, str], tuple] = {}      # last chunk's time and place
+        self.errors = 0
+        self.messages = 0
+
+    @property
+    def wants_stream_chunks(self) -> bool:
+        return bool(self._stream)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _error(self, dec: type[Decoder], hook: str, exc: BaseException | None, text: str,
+               conn_id=None, tx_id=None, file=None, frame=None) -> DecodeError:
+        self.errors += 1
+        tb = "".join(traceback.format_exception(exc)) if exc is not None else ""
+        return DecodeError(decoder=dec.name, decoder_version=str(dec.version), hook=hook,
+                           error_type=type(exc).__name__ if exc is not None else "TypeError",
+                           message=text, traceback=tb, conn_id=conn_id, tx_id=tx_id,
+                           file=file, frame=frame)
+
+    def _call(self, dec, hook: str, fn, args, where: dict, out: list) -> list[Message] | None:
+        """Run one hook; its messages, or None after recording a DecodeError in out."""
+        try:
+            result = fn(*args)
+            if result is None:
+                return []
+            if isinstance(result, Message):
+                return [result]
+            msgs = list(result)
+        except Exception as exc:  # a decoder bug must not stop the run
+            out.append(self._error(dec, hook, exc, f"{dec.name}.{hook} raised "
+                                   f"{type(exc).__name__}: {exc}", **where))
+            return None
+        bad = [m for m in msgs if not isinstance(m, Message)]
+        if bad:
+            out.append(self._error(dec, hook, None, f"{dec.name}.{hook} returned "
+                                   f"{type(bad[0]).__name__}; a hook returns Message objects, "
+                                   "an iterable of them, or None", **where))
+            return None
+        return msgs
+
+    def _emit(self, dec, msgs: list[Message], out: list, *, conn_id, tx_id, ts_us, src_ip,
+              src_port, dst_ip, dst_port, file, frame_first, frame_last) -> None:
+        key = (dec, conn_id)
+        for m in msgs:
+            seq = self._seq.get(key, 0) + 1
+            self._seq[key] = seq
+            self.messages += 1
+            out.append(C2Message(
+                message_id=f"{conn_id}-{dec.name}-{seq}", ts_us=m.ts_us or ts_us,
+                decoder=dec.name, decoder_version=str(dec.version), family=dec.family,
+                agent=m.agent, direction=m.direction, kind=m.kind, text=m.text,
+                command_id=m.command_id, fields=dict(m.fields),
+                attachments=[{"name": a.name, "size": len(a.data), "sha256": a.sha256}
+                             for a in m.attachments],
+                conn_id=conn_id, tx_id=tx_id, src_ip=src_ip, src_port=src_port, dst_ip=dst_ip,
+                dst_port=dst_port, file=file, frame_first=frame_first, frame_last=frame_last))
+
+    def _instance(self, dec, conn_id: str, where: dict, out: list):
+        key = (dec, conn_id)
+        inst = self._inst.get(key)
+        if inst is None:
+            try:
+                inst = dec()
+            except Exception as exc:
+                out.append(self._error(dec, "__init__", exc, f"{dec.name}() raised "
+                                       f"{type(exc).__name__}: {exc}", **where))
+                inst = _REJECTED
+            self._inst[key] = inst
+        return inst
+
+    # ------------------------------------------------------------------ records in
+
+    def feed(self, rec) -> list:
+        """Records in (any kind, in engine order); C2Message / DecodeError records out."""
+        out: list = []
+        if isinstance(rec, HttpTransaction) and self._http:
+            self._transaction(rec, out)
+        elif isinstance(rec, StreamChunk) and self._stream:
+            self._chunk(rec, out)
+        elif isinstance(rec, Connection):
+            self._closed(rec.conn_id, out)
+        return out
+
+    def _transaction(self, tx: HttpTransaction, out: list) -> None:
+        where = dict(conn_id=tx.conn_id, tx_id=tx.tx_id, file=tx.file_first, frame=tx.frame_first)
+        place = dict(conn_id=tx.conn_id, tx_id=tx.tx_id, src_ip=tx.src_ip, src_port=tx.src_port,
+                     dst_ip=tx.dst_ip, dst_port=tx.dst_port, file=tx.file_first,
+                     frame_first=tx.frame_first, frame_last=tx.frame_last)
+        head = None
+        for dec in self._http:
+            inst = self._instance(dec, tx.conn_id, where, out)
+            if inst is _REJECTED:
+                continue
+            head = head or RequestHead.of(tx)
+            if not self._want(dec, inst, head, where, out):
+                continue
+            ctx = self._ctx[dec]
+            if tx.method is not None:
+                msgs = self._call(dec, "request", inst.request, (tx, ctx), where, out)
+                if msgs:
+                    self._emit(dec, msgs, out, ts_us=tx.start_us, **place)
+            if tx.status_code is not None or tx.status_text is not None:
+                msgs = self._call(dec, "response", inst.response, (tx, ctx), where, out)
+                if msgs:
+                    self._emit(dec, msgs, out, ts_us=tx.end_us, **place)
+
+    def _want(self, dec, inst, head, where: dict, out: list) -> bool:
+        try:
+            return bool(inst.want(head))
+        except Exception as exc:
+            out.append(self._error(dec, "want", exc, f"{dec.name}.want raised "
+                                   f"{type(exc).__name__}: {exc}", **where))
+            return False
+
+    def _chunk(self, ch: StreamChunk, out: list) -> None:
+        where = dict(conn_id=ch.conn_id, file=ch.file, frame=ch.frame)
+        place = dict(conn_id=ch.conn_id, tx_id=None, src_ip=ch.src_ip, src_port=ch.src_port,
+                     dst_ip=ch.dst_ip, dst_port=ch.dst_port, file=ch.file,
+                     frame_first=ch.frame, frame_last=ch.frame)
+        for dec in self._stream:
+            key = (dec, ch.conn_id)
+            inst = self._inst.get(key)
+            if inst is None:
+                inst = self._instance(dec, ch.conn_id, where, out)
+                if inst is not _REJECTED and not self._want(dec, inst, ConnectionHead.of(ch),
+                                                            where, out):
+                    inst = self._inst[key] = _REJECTED
+            if inst is _REJECTED:
+                continue
+            self._last[key] = (ch.ts_us, place)
+            msgs = self._call(dec, "data", inst.data, (ch, self._ctx[dec]), where, out)
+            if msgs:
+                self._emit(dec, msgs, out, ts_us=ch.ts_us, **place)
+
+    def _closed(self, conn_id: str, out: list) -> None:
+        for dec in self.decoders:
+            key = (dec, conn_id)
+            inst = self._inst.pop(key, None)
+            self._seq.pop(key, None)
+            last = self._last.pop(key, None)
+            if inst is None or inst is _REJECTED or not isinstance(inst, StreamDecoder):
+                continue
+            msgs = self._call(dec, "close", inst.close, (self._ctx[dec],),
+                              dict(conn_id=conn_id), out)
+            if msgs and last:
+                ts_us, place = last
+                self._emit(dec, msgs, out, ts_us=ts_us, **place)
+
+    def finish(self) -> list:
+        """End of input: close what is still open (the engine reports every connection, so
+        normally nothing is)."""
+        out: list = []
+        for conn_id in {c for _d, c in self._inst}:
+            self._closed(conn_id, out)
+        return out
