@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -13,6 +14,7 @@ from .capture import run_chain
 from .engine import Engine, EngineOptions
 from .errors import C2ScribeError
 from .render import JsonlWriter, TextWriter
+from .schema import CaptureError, EngineWarning
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 
@@ -51,7 +53,6 @@ def _engine_options(args, text: bool) -> EngineOptions:
         kw["max_flows"] = args.max_flows
     if args.idle_timeout is not None:
         kw["idle_timeout"] = args.idle_timeout
-    import dataclasses
     return dataclasses.replace(o, **kw)
 
 
@@ -139,13 +140,95 @@ def cmd_transcript(args) -> int:
     return EXIT_DAMAGED if counts["c2scribe.capture_error"] else EXIT_OK
 
 
+def cmd_decode(args) -> int:
+    """transcript --decoder ...: C2 messages as agent timelines (text) or records (jsonl)."""
+    from .decoders import DecoderRunner, load
+    from .render.timeline import TimelineWriter
+    decoders = [load(spec) for spec in args.decoder]
+    runner = DecoderRunner(decoders)
+    opts = _engine_options(args, text=True)
+    if args.body_keep is None:
+        opts = dataclasses.replace(opts, body_keep=64 << 20)   # decoders read whole bodies
+    if args.stream_keep is None:
+        opts = dataclasses.replace(opts, stream_keep=0)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    writer = (TimelineWriter(out) if args.format == "text"
+              else JsonlWriter(out, bodies=args.bodies))
+    engine = Engine(opts, stream_chunks=runner.wants_stream_chunks)
+    counts = {"damaged": 0}
+    progress = _Progress(args.captures, not args.quiet)
+    try:
+        for rec in run_chain(engine, args.captures, progress=progress):
+            for msg in runner.feed(rec):
+                writer.write(msg)
+            if isinstance(rec, (CaptureError, EngineWarning)):
+                if isinstance(rec, CaptureError):
+                    counts["damaged"] += 1
+                    print(f"c2scribe: {rec.file}: damaged at byte offset {rec.offset}: "
+                          f"{rec.message}", file=sys.stderr)
+                writer.write(rec)
+        for msg in runner.finish():
+            writer.write(msg)
+    finally:
+        progress.end()
+        writer.close()
+        if args.output:
+            out.close()
+    if not args.quiet:
+        print(f"c2scribe: {runner.messages} C2 messages from "
+              f"{', '.join(d.name + ' ' + d.version for d in decoders)}; "
+              f"{runner.errors} decoder errors; {counts['damaged']} damaged or unreadable file(s)",
+              file=sys.stderr)
+    return EXIT_DAMAGED if counts["damaged"] or runner.errors else EXIT_OK
+
+
+def cmd_decoders(args) -> int:
+    from .decoders.registry import available, load
+    for name, (ref, origin) in sorted(available().items()):
+        try:
+            d = load(name)
+            print(f"{name:<20} {d.version:<8} {d.kind:<7} {origin:<12} {d.description}")
+        except C2ScribeError as e:
+            print(f"{name:<20} {'?':<8} {'?':<7} {origin:<12} cannot load: {e}")
+    return EXIT_OK
+
+
+def cmd_new_decoder(args) -> int:
+    import re
+    from importlib.resources import files
+    name = args.name
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", name):
+        print("c2scribe: a decoder name is lower case letters, digits and dashes, e.g. "
+              "'acme-rat'", file=sys.stderr)
+        return EXIT_USAGE
+    module = name.replace("-", "_")
+    cls = "".join(part.capitalize() for part in name.split("-")) + "Decoder"
+    os.makedirs(args.dir, exist_ok=True)
+    templates = files("c2scribe.decoders") / "templates"
+    written = []
+    for tmpl, target in (("http_decoder.py.tmpl", f"{module}.py"),
+                         ("test_http_decoder.py.tmpl", f"test_{module}.py")):
+        path = os.path.join(args.dir, target)
+        if os.path.exists(path) and not args.force:
+            print(f"c2scribe: {path} exists (use --force to overwrite)", file=sys.stderr)
+            return EXIT_USAGE
+        text = (templates / tmpl).read_text().format(name=name, module=module, cls=cls)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        written.append(path)
+    print(f"wrote {written[0]} (the decoder) and {written[1]} (its test); try:\n"
+          f"  python -m pytest {written[1]}\n"
+          f"  c2scribe transcript --decoder {written[0]} CAPTURE")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .samples import write_samples
     paths = write_samples(args.dir)
     print(f"c2scribe demo: wrote {len(paths)} sample captures to {args.dir}", file=sys.stderr)
     ns = argparse.Namespace(format=args.format, output=None, bodies=False, body_lines=12,
                             no_headers=False, quiet=False, captures=paths, body_keep=None,
-                            stream_keep=None, max_flows=None, idle_timeout=None)
+                            stream_keep=None, max_flows=None, idle_timeout=None, decoder=[])
     return cmd_transcript(ns)
 
 
@@ -166,8 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--body-lines", type=int, default=20, help="text: body preview lines")
     t.add_argument("--no-headers", action="store_true", help="text: hide HTTP headers")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
+    t.add_argument("--decoder", action="append", default=[], metavar="NAME|FILE.py",
+                   help="run a C2 decoder (repeatable): print agent timelines (text) or "
+                   "C2 messages (jsonl); see `c2scribe decoders`")
     _add_engine_options(t)
-    t.set_defaults(func=cmd_transcript)
+    t.set_defaults(func=lambda a: cmd_decode(a) if a.decoder else cmd_transcript(a))
+
+    ds = sub.add_parser("decoders", help="list available decoders with their versions")
+    ds.set_defaults(func=cmd_decoders)
+
+    nd = sub.add_parser("new-decoder", help="write a commented template decoder and its test")
+    nd.add_argument("name", help="decoder name, e.g. acme-rat")
+    nd.add_argument("--dir", default=".", help="where to write NAME.py and test_NAME.py")
+    nd.add_argument("--force", action="store_true", help="overwrite existing files")
+    nd.set_defaults(func=cmd_new_decoder)
 
     sc = sub.add_parser("schema", help="print the record schema (field names) as Markdown")
     sc.set_defaults(func=lambda args: print(__import__("c2scribe.schema").schema.markdown()) or 0)

@@ -19,6 +19,8 @@ ENTRY_POINT_GROUP = "c2scribe.decoders"
 
 BUILTIN = {
     "http": "c2scribe.decoders.builtin.http:HttpLog",
+    "caldera-sandcat": "c2scribe.decoders.builtin.caldera:Sandcat",
+    "caldera-ragdoll": "c2scribe.decoders.builtin.caldera:Ragdoll",
 }
 
 _HOOKS = {HttpDecoder: {"want": 1, "request": 2, "response": 2},

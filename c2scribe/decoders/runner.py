@@ -16,6 +16,7 @@ from .api import (Context, ConnectionHead, Decoder, HttpDecoder, Message, Reques
                   StreamDecoder)
 
 _REJECTED = object()          # a decoder that did not want this connection
+_FINE = object()
 
 
 class DecoderRunner:
@@ -53,15 +54,18 @@ class DecoderRunner:
                 return []
             if isinstance(result, Message):
                 return [result]
-            msgs = list(result)
+            bad = result if isinstance(result, (str, bytes, dict)) or \
+                not hasattr(result, "__iter__") else _FINE
+            msgs = [] if bad is not _FINE else list(result)  # a generator runs here
         except Exception as exc:  # a decoder bug must not stop the run
             out.append(self._error(dec, hook, exc, f"{dec.name}.{hook} raised "
                                    f"{type(exc).__name__}: {exc}", **where))
             return None
-        bad = [m for m in msgs if not isinstance(m, Message)]
-        if bad:
+        if bad is _FINE:
+            bad = next((m for m in msgs if not isinstance(m, Message)), _FINE)
+        if bad is not _FINE:
             out.append(self._error(dec, hook, None, f"{dec.name}.{hook} returned "
-                                   f"{type(bad[0]).__name__}; a hook returns Message objects, "
+                                   f"{type(bad).__name__}; a hook returns Message objects, "
                                    "an iterable of them, or None", **where))
             return None
         return msgs

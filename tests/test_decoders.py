@@ -1,0 +1,224 @@
+"""The decoder API end to end, on traffic made here with real TCP framing.
+
+Two commands in flight at once on two connections through an HTTP proxy land in one agent
+timeline in time order; a decoder that raises does not stop the run; `new-decoder` writes a
+decoder whose generated test passes unmodified; decoders are validated when loaded.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from c2scribe.decoders import (TO_IMPLANT, TO_OPERATOR, DecoderRunner, HttpDecoder, Message,
+                               load)
+from c2scribe.decoders.registry import DecoderValidationError
+from c2scribe.engine import Engine
+from c2scribe.samples import Conversation, _write_pcap
+from c2scribe.schema import C2Message, DecodeError
+
+PROXY = ("10.0.0.1", 3128)
+T0 = 1_700_000_000.0
+
+
+def b64json(obj) -> bytes:
+    return base64.b64encode(json.dumps(obj).encode())
+
+
+def proxied_post(url: str, host: str, body: bytes) -> bytes:
+    return (f"POST {url} HTTP/1.1\r\nHost: {host}\r\nProxy-Connection: keep-alive\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def reply(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+class ProxiedC2(HttpDecoder):
+    """Selects by Host (through a proxy the IPs are the proxy's), absolute-URI requests."""
+    name = "test-proxied"
+    version = "1.0"
+
+    def want(self, head):
+        return head.host == "c2.example" and head.path == "/b"
+
+    def request(self, tx, ctx):
+        beacon = json.loads(base64.b64decode(tx.request_body))
+        self.agent = beacon["id"]
+        out = [Message("checkin", TO_OPERATOR, "check-in", agent=self.agent)]
+        for r in beacon.get("results", []):
+            out.append(Message("output", TO_OPERATOR, r["out"], agent=self.agent,
+                               command_id=str(r["task"])))
+        return out
+
+    def response(self, tx, ctx):
+        tasks = json.loads(base64.b64decode(tx.response_body)).get("tasks", [])
+        return [Message("command", TO_IMPLANT, t["cmd"], agent=self.agent,
+                        command_id=str(t["task"])) for t in tasks]
+
+
+def run(decoders, convs, **engine_kw):
+    engine = Engine(body_keep=1 << 20, **engine_kw)
+    runner = DecoderRunner(decoders)
+    out = []
+    packets = sorted((p for c in convs for p in c.packets), key=lambda p: p[0])
+    for t, frame in packets:
+        for rec in engine.feed_packet(int(round(t * 1e6)), 1, frame):
+            out += runner.feed(rec)
+    for rec in engine.finish():
+        out += runner.feed(rec)
+    return out + runner.finish()
+
+
+def proxy_conversations():
+    """Agent A runs two commands at once over two connections through the proxy."""
+    a = Conversation("10.0.0.5", 50001, *PROXY, T0).handshake()
+    b = Conversation("10.0.0.5", 50002, *PROXY, T0 + 0.3).handshake()
+    decoy = Conversation("10.0.0.5", 50003, *PROXY, T0 + 0.1).handshake()
+    a.t, b.t = T0 + 1.0, T0 + 1.5
+    a.send(0, proxied_post("http://c2.example/b", "c2.example", b64json({"id": "A"})))
+    b.send(0, proxied_post("http://c2.example/b", "c2.example", b64json({"id": "A"})))
+    a.t, b.t = T0 + 2.0, T0 + 2.5
+    a.send(1, reply(b64json({"tasks": [{"task": 1, "cmd": "whoami"}]})))
+    b.send(1, reply(b64json({"tasks": [{"task": 2, "cmd": "ipconfig /all"}]})))
+    b.t, a.t = T0 + 4.0, T0 + 5.0          # the second command's output comes back first
+    b.send(0, proxied_post("http://c2.example/b", "c2.example",
+                           b64json({"id": "A", "results": [{"task": 2, "out": "IPv4 ..."}]})))
+    a.send(0, proxied_post("http://c2.example/b", "c2.example",
+                           b64json({"id": "A", "results": [{"task": 1, "out": "corp\\bob"}]})))
+    b.send(1, reply(b64json({})))
+    a.send(1, reply(b64json({})))
+    decoy.t = T0 + 3.0
+    decoy.send(0, proxied_post("http://www.example.org/b", "www.example.org", b64json({"id": "Z"})))
+    decoy.send(1, reply(b64json({"tasks": [{"task": 9, "cmd": "not c2"}]})))
+    for c in (a, b, decoy):
+        c.close()
+    return [a, b, decoy]
+
+
+def test_two_commands_in_flight_through_a_proxy_form_one_timeline():
+    msgs = [m for m in run([ProxiedC2], proxy_conversations()) if isinstance(m, C2Message)]
+    assert {m.agent for m in msgs} == {"A"}                # the decoy host was not selected
+    assert len({m.conn_id for m in msgs}) == 2
+    timeline = sorted(msgs, key=lambda m: m.ts_us)
+    assert [(m.kind, m.command_id) for m in timeline] == [
+        ("checkin", None), ("checkin", None), ("command", "1"), ("command", "2"),
+        ("checkin", None), ("output", "2"), ("checkin", None), ("output", "1")]
+    assert all(m.dst_ip == PROXY[0] and m.tx_id for m in msgs)
+    by_id = {m.command_id: m.text for m in msgs if m.kind == "output"}
+    assert by_id == {"1": "corp\\bob", "2": "IPv4 ..."}
+
+
+def test_timeline_cli_through_a_proxy(tmp_path):
+    pcap = tmp_path / "proxy.pcap"
+    _write_pcap(str(pcap), [p for c in proxy_conversations() for p in c.packets])
+    dec = tmp_path / "proxied.py"
+    dec.write_text(textwrap.dedent('''
+        import base64, json
+        from c2scribe.decoders import TO_IMPLANT, TO_OPERATOR, HttpDecoder, Message
+
+        class Proxied(HttpDecoder):
+            name = "proxied"
+            version = "2.0"
+            def want(self, head):
+                return head.host == "c2.example"
+            def response(self, tx, ctx):
+                tasks = json.loads(base64.b64decode(tx.response_body)).get("tasks", [])
+                return [Message("command", TO_IMPLANT, t["cmd"], agent="A",
+                                command_id=str(t["task"])) for t in tasks]
+        '''))
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "transcript", "--decoder", str(dec),
+                        str(pcap)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "=== agent A  [proxied 2.0]  2 messages over 2 connection(s)" in p.stdout
+    assert p.stdout.index("whoami") < p.stdout.index("ipconfig /all")
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "transcript", "--format", "jsonl",
+                        "--decoder", str(dec), str(pcap)], capture_output=True, text=True)
+    docs = [json.loads(line) for line in p.stdout.splitlines()]
+    c2 = [d for d in docs if d["event.dataset"] == "c2scribe.c2"]
+    assert [d["message"] for d in c2] == ["whoami", "ipconfig /all"]
+    assert all(d["c2scribe.c2.agent"] == "A" and d["c2scribe.decoder.version"] == "2.0" for d in c2)
+
+
+class Raises(HttpDecoder):
+    name = "raises"
+    version = "0.1"
+
+    def request(self, tx, ctx):
+        raise ValueError("decoder bug")
+
+    def response(self, tx, ctx):
+        return 42          # not messages
+
+
+def test_a_raising_decoder_does_not_stop_the_run():
+    out = run([Raises, ProxiedC2], proxy_conversations())
+    errors = [r for r in out if isinstance(r, DecodeError)]
+    msgs = [r for r in out if isinstance(r, C2Message)]
+    assert len(msgs) == 8                      # the other decoder still works
+    assert len(errors) == 2 * 5                # 5 transactions: request raised, response wrong type
+    raised = [e for e in errors if e.hook == "request"]
+    assert all(e.error_type == "ValueError" and "decoder bug" in e.traceback for e in raised)
+    assert all(e.decoder == "raises" and e.decoder_version == "0.1" and e.tx_id for e in errors)
+    wrong = [e for e in errors if e.hook == "response"]
+    assert wrong and "returned int; a hook returns Message objects" in wrong[0].message
+
+
+def test_raising_decoder_cli_reports_and_exits_1(tmp_path):
+    pcap = tmp_path / "p.pcap"
+    _write_pcap(str(pcap), [p for c in proxy_conversations() for p in c.packets])
+    dec = tmp_path / "bad.py"
+    dec.write_text("from c2scribe.decoders import HttpDecoder\n"
+                   "class Bad(HttpDecoder):\n    name = 'bad'\n    version = '1'\n"
+                   "    def request(self, tx, ctx):\n        raise RuntimeError('boom')\n")
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "transcript", "--decoder", str(dec),
+                        str(pcap)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "5 decoder errors" in p.stderr
+    assert p.stdout.count("!! decoder error: bad 1 in request") == 5
+
+
+def test_new_decoder_passes_its_own_test(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "new-decoder", "acme-rat", "--dir",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    t = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(tmp_path / "test_acme_rat.py")], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert t.returncode == 0, t.stdout + t.stderr
+    assert "2 passed" in t.stdout
+    assert load(str(tmp_path / "acme_rat.py")).name == "acme-rat"
+
+
+@pytest.mark.parametrize("source,error", [
+    ("x = 1\n", "exactly one HttpDecoder or StreamDecoder subclass (found 0)"),
+    ("from c2scribe.decoders import HttpDecoder\nclass A(HttpDecoder):\n    name = ''\n",
+     "name must be a non-empty str"),
+    ("from c2scribe.decoders import HttpDecoder\nclass A(HttpDecoder):\n    name = 'a'\n"
+     "    def request(self):\n        pass\n", "request must take (self, arg, arg)"),
+    ("raise ImportError('nope')\n", "importing it failed: ImportError: nope"),
+])
+def test_bad_decoder_files_are_refused_with_a_clear_message(tmp_path, source, error):
+    f = tmp_path / "d.py"
+    f.write_text(source)
+    with pytest.raises(DecoderValidationError) as e:
+        load(str(f))
+    assert str(f) in str(e.value) and error in str(e.value)
+
+
+def test_decoders_command_lists_builtins():
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "decoders"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0
+    assert any(line.split()[:2] == ["http", "1.0"] for line in p.stdout.splitlines())
+
+
+def test_unknown_decoder_name_is_a_usage_error():
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "transcript", "--decoder", "nope",
+                        os.devnull], capture_output=True, text=True)
+    assert p.returncode == 2 and "unknown decoder 'nope'" in p.stderr
