@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "c2scribe.decoders"
 
 BUILTIN = {
     "http": "c2scribe.decoders.builtin.http:HttpLog",
+    "njrat": "c2scribe.decoders.builtin.njrat:NjRat",
     "caldera-sandcat": "c2scribe.decoders.builtin.caldera:Sandcat",
     "caldera-ragdoll": "c2scribe.decoders.builtin.caldera:Ragdoll",
 }

@@ -1,34 +1,26 @@
-"""caldera: MITRE Caldera agents over HTTP, Sandcat (Go) and Ragdoll (Python): one family.
+"""caldera: MITRE Caldera agents over HTTP. Sandcat (Go) and Ragdoll (Python) are one family.
 
-Protocol (as seen on the wire). The agent POSTs a beacon: base64 of a JSON profile (``paw`` =
-agent id, empty or absent on the first beacon, ``host``, ``platform``, ``username`` ...) with
-``results``: [{``id`` (link id), ``output`` (base64 of the output bytes, or of a JSON object
-with stdout/stderr/exit_code), ``status``, ``pid``}]. The server answers with base64 of JSON
-{``paw`` (assigned on registration), ``sleep``, ``watchdog``, ``instructions``}; instructions is
-a JSON string holding a list of JSON strings, one instruction each: ``id`` (link id),
-``command`` (base64), ``executor``, ``timeout``, ``payloads``, ``uploads``, ``deadman``.
-Payloads come from ``/file/download`` (headers ``file``, ``platform``; answer = the bytes) and
-exfiltration goes to ``/file/upload`` (multipart, ``X-Request-ID: <host>-<paw>``).
-
-- Sandcat: ``POST /beacon`` (Go-http-client/1.1 by default); the answer is the bare base64.
-- Ragdoll: ``POST /weather`` (python-requests). Same request body, same answer envelope and
-  instruction objects, but the base64 envelope is hidden in an HTML "weather" page, inside
-  ``<p id="instructions">``. Same family, so it is a second class here (``caldera-ragdoll``).
-
-Detection (``want``): method and the last segment of the URL path (``head.path``, so absolute-URI
-requests between proxies work too): ``/beacon`` resp. ``/weather``, plus ``/file/download``
-and ``/file/upload`` for both; never IP addresses. Bodies that are not the envelope become
-"error" messages, never exceptions. Running both decoders on one capture reports the file
-endpoints twice.
-
-Messages: beacon -> "checkin" (agent = paw; on registration, the paw the server assigned),
-each result -> "output", each instruction -> "command" (command_id = link id, pairs the two),
-/file/download -> "download" (the file as attachment, named from the ``file`` header; a cut
-body is kept and flagged ``partial``), /file/upload -> "upload".
-
-Reference captures: corelight-zeek-caldera-detector testing/Traces/sandcat.pcap (58 beacons on
-one keep-alive connection, 23 links, sandcat.go download cut short) and ragdoll.pcap (10
-/weather beacons on separate connections, 5 links, one 404 upload).
+Beacon: the agent POSTs base64 of a JSON profile (``paw`` = agent id, empty/absent until the
+server assigns one, ``host``, ``platform`` ...) with ``results`` [{``id`` = link id, ``output``
+= base64, ``status``, ``pid``}]; the answer is base64 of JSON {``paw``, ``sleep``, ``watchdog``,
+``instructions``: a JSON string listing JSON-encoded instructions (``id`` = link id, ``command``
+= base64, ``executor``, ``timeout``, ``payloads`` ...)}. Payloads: ``/file/download`` (headers
+``file``, ``platform``; answer = the bytes); exfiltration: ``/file/upload`` (multipart,
+``X-Request-ID: <host>-<paw>``).
+- Sandcat (``caldera-sandcat``): ``POST /beacon``, the answer is the bare base64 envelope.
+- Ragdoll (``caldera-ragdoll``): ``POST /weather``, the same body, envelope and instructions, but
+  the envelope hides in an HTML "weather" page, in ``<p id="instructions">``.
+Detection (``want``): method plus the end of ``head.path`` (absolute-URI requests between
+proxies work; never IPs): ``/beacon`` resp. ``/weather``, plus ``/file/download`` and
+``/file/upload`` for both (running both decoders reports file transfers twice). A body that is
+not the envelope gives an "error" message, never an exception.
+Messages: beacon -> "checkin" (agent = paw; on registration the one the answer assigns), each
+result -> "output", each instruction -> "command" (command_id = link id pairs them), download
+-> "download" + attachment (named after the ``file`` header; a cut body is kept, flagged
+``partial``, stamped with the request time), upload -> "upload" + attachments.
+Reference captures (corelight-zeek-caldera-detector testing/Traces): sandcat.pcap (58 beacons,
+one keep-alive connection, 23 links; the sandcat.go download lost segments: 2.8 of 7 MB) and
+ragdoll.pcap (9 /weather beacons, 4 links, 2 downloads, one upload answered 404).
 """
 from __future__ import annotations
 
@@ -43,59 +35,65 @@ from c2scribe.decoders.api import (TO_IMPLANT, TO_OPERATOR, Attachment, HttpDeco
                                    safe_filename)
 
 _HTML_ENVELOPE = re.compile(rb"""id=["']?instructions["']?[^>]*>\s*([A-Za-z0-9+/=\s]+?)\s*<""")
+_SPACE = re.compile(rb"\s+")
+_CUT = ("", ", cut at the engine's body_keep")
+
+
+def _headers(pairs) -> dict:
+    return {k.lower(): v for k, v in reversed(pairs or [])}     # the first value wins
 
 
 def _unb64(s) -> bytes | None:
+    """Strict base64 (whitespace ignored) -> bytes, else None."""
     try:
-        return base64.b64decode(s, validate=False) if s else b""
+        s = _SPACE.sub(b"", s.encode("latin-1") if isinstance(s, str) else s)
+        return base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError, TypeError):
+        return None
+
+
+def _json(raw):
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
         return None
 
 
 def _json_dict(data: bytes | None) -> dict | None:
     """base64(JSON object) -> dict; plain JSON tolerated; anything else None."""
-    if not data:
-        return None
-    for raw in (_unb64(data.strip()), data):
-        try:
-            obj = json.loads(raw)
-        except (TypeError, ValueError):
-            continue
+    for obj in (_json(_unb64(data or b"")), _json(data)):
         if isinstance(obj, dict):
             return obj
     return None
 
 
-def _instructions(env: dict) -> list[dict]:
+def _instructions(env: dict) -> list[dict] | None:
+    """The instruction objects of an answer (a JSON list of JSON strings), None if garbled."""
     items = env.get("instructions") or []
-    if isinstance(items, str):
-        items = json.loads(items)
-    out = []
-    for it in items if isinstance(items, list) else []:
-        it = json.loads(it) if isinstance(it, str) else it
-        if isinstance(it, dict):
-            out.append(it)
-    return out
+    items = _json(items) if isinstance(items, str) else items
+    if not isinstance(items, list):
+        return None
+    items = [_json(it) if isinstance(it, str) else it for it in items]
+    return None if not all(isinstance(it, dict) for it in items) else items
 
 
-def _output(r: dict) -> tuple[str, dict]:
-    """A result's output as text (undecodable bytes replaced), plus extra fields."""
-    raw, extra = r.get("output"), {}
-    data = _unb64(raw) if isinstance(raw, str) else None
+def _decode(value, fields: dict, key: str) -> str:
+    """A base64 field as text (bad UTF-8 replaced); kept as it is when it is not base64."""
+    data = _unb64(value) if isinstance(value, str) else None
     if data is None:
-        extra["output_encoding"] = "raw"
-        return (raw if isinstance(raw, str) else json.dumps(raw)), extra
+        fields[f"{key}_encoding"] = "raw"
+        return value if isinstance(value, str) else ("" if value is None else json.dumps(value))
+    fields[f"{key}_bytes"] = len(data)
     text = data.decode("utf-8", "replace")
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and "stdout" in obj:
-            extra["exit_code"] = obj.get("exit_code")
-            text = f"{obj.get('stdout') or ''}{obj.get('stderr') or ''}"
-    extra["output_bytes"] = len(data)
-    return text, extra
+    obj = _json(text) if text.startswith("{") else None
+    if key == "output" and isinstance(obj, dict) and "stdout" in obj:   # stdout/stderr/exit_code
+        fields["exit_code"] = obj.get("exit_code")
+        text = f"{obj.get('stdout') or ''}{obj.get('stderr') or ''}"
+    return text
+
+
+def _id(obj: dict) -> str | None:
+    return None if obj.get("id") is None else str(obj["id"])
 
 
 class Sandcat(HttpDecoder):
@@ -107,26 +105,26 @@ class Sandcat(HttpDecoder):
     beacon = "beacon"
 
     def want(self, head):
-        seg = (head.path or "").rstrip("/").rsplit("/", 1)[-1]
-        method = (head.method or "").upper()
-        if (head.path or "").endswith("/file/download"):
+        path, method = (head.path or "").rstrip("/"), (head.method or "").upper()
+        if path.endswith("/file/download"):
             return method in ("GET", "POST")
-        return method == "POST" and (seg == self.beacon
-                                     or (head.path or "").endswith("/file/upload"))
+        return method == "POST" and (path.endswith("/file/upload")
+                                     or path.rsplit("/", 1)[-1] == self.beacon)
 
     def _envelope(self, body: bytes | None) -> dict | None:
         return _json_dict(body)
 
     def request(self, tx, ctx):
         path = tx.url_path or ""
-        if path.endswith("/file/download"):
+        if path.rstrip("/").endswith("/file/download"):
             return None
-        if path.endswith("/file/upload"):
+        if path.rstrip("/").endswith("/file/upload"):
             return self._upload(tx)
         prof = _json_dict(tx.request_body)
         if prof is None:
+            cut = _CUT[bool(tx.request_body_truncated)]
             return Message("error", TO_OPERATOR, f"{path}: request body is not a Caldera beacon "
-                           f"({tx.request_body_bytes} bytes)", fields={"path": path})
+                           f"({tx.request_body_bytes} bytes{cut})", fields={"path": path})
         paw = prof.get("paw") or None
         if not paw and tx.response_body:           # registration: the answer names the paw
             paw = (self._envelope(tx.response_body) or {}).get("paw") or None
@@ -136,74 +134,67 @@ class Sandcat(HttpDecoder):
         msgs = [Message("checkin", TO_OPERATOR, f"beacon from {who} ({prof.get('platform')}) "
                         f"paw={paw}", agent=paw, fields=fields)]
         links = ctx.agent_state(paw or "").setdefault("links", {})
-        for r in prof.get("results") or []:
-            if not isinstance(r, dict):
-                continue
-            text, extra = _output(r)
-            fields = {k: v for k, v in r.items() if k not in ("id", "output")} | extra
-            if str(r.get("id")) in links:
-                fields["command"] = links[str(r.get("id"))]
-            msgs.append(Message("output", TO_OPERATOR, text, agent=paw,
-                                command_id=str(r.get("id")), fields=fields))
+        results = prof.get("results")
+        for r in results if isinstance(results, list) else []:
+            if isinstance(r, dict):
+                fields = {k: v for k, v in r.items() if k not in ("id", "output")}
+                text = _decode(r.get("output"), fields, "output")
+                if _id(r) in links:
+                    fields["command"] = links[_id(r)]
+                msgs.append(Message("output", TO_OPERATOR, text, agent=paw, command_id=_id(r),
+                                    fields=fields))
         return msgs
 
     def response(self, tx, ctx):
-        path = tx.url_path or ""
+        path = (tx.url_path or "").rstrip("/")
         if path.endswith("/file/download"):
             return self._download(tx)
         if path.endswith("/file/upload"):
             return None
         env = self._envelope(tx.response_body)
-        if env is None:
+        items = None if env is None else _instructions(env)
+        if items is None:
             return Message("error", TO_IMPLANT, f"{path}: answer {tx.status_code} holds no "
-                           f"instructions ({tx.response_body_bytes} bytes)",
-                           fields={"path": path, "status": tx.status_code})
+                           f"instructions ({tx.response_body_bytes} bytes"
+                           f"{_CUT[bool(tx.response_body_truncated)]})",
+                           agent=(env or {}).get("paw"), fields={"status": tx.status_code})
         paw = env.get("paw") or None
-        try:
-            items = _instructions(env)
-        except ValueError as e:
-            return Message("error", TO_IMPLANT, f"undecodable instructions: {e}", agent=paw)
         links = ctx.agent_state(paw or "").setdefault("links", {})
         msgs = []
         for it in items:
-            data = _unb64(it.get("command")) if isinstance(it.get("command"), str) else None
-            text = (data.decode("utf-8", "replace") if data is not None
-                    else str(it.get("command", "")))
-            links[str(it.get("id"))] = text
             fields = {k: v for k, v in it.items() if k not in ("id", "command")}
             fields.update(beacon_sleep=env.get("sleep"), watchdog=env.get("watchdog"))
-            msgs.append(Message("command", TO_IMPLANT, text, agent=paw,
-                                command_id=str(it.get("id")), fields=fields))
+            text = links[_id(it)] = _decode(it.get("command"), fields, "command")
+            msgs.append(Message("command", TO_IMPLANT, text, agent=paw, command_id=_id(it),
+                                fields=fields))
         return msgs
 
     @staticmethod
     def _download(tx):
-        head = dict((k.lower(), v) for k, v in reversed(tx.request_headers or []))
-        rhead = dict((k.lower(), v) for k, v in reversed(tx.response_headers or []))
-        want_name = head.get("file") or ""
+        head, rhead = _headers(tx.request_headers), _headers(tx.response_headers)
+        name, paw = head.get("file") or "", head.get("paw")
         if tx.status_code is None or not 200 <= tx.status_code < 300:
-            return Message("error", TO_IMPLANT, f"download of {want_name!r} answered "
-                           f"{tx.status_code}", agent=head.get("paw"), fields={"file": want_name})
+            return Message("error", TO_IMPLANT, f"download of {name!r} answered "
+                           f"{tx.status_code}", agent=paw, fields={"file": name})
         body = tx.response_body or b""
-        try:
-            expected = int(rhead.get("content-length", ""))
-        except ValueError:
-            expected = None
-        partial = (tx.state != "complete" or bool(tx.response_body_truncated)
-                   or (expected is not None and len(body) < expected))
-        fields = {"file": want_name, "platform": head.get("platform"),
-                  "server_filename": rhead.get("filename"), "received_bytes": len(body),
-                  "expected_bytes": expected, "partial": partial, "state": tx.state}
-        atts = [Attachment(safe_filename(want_name, "payload"), body)] if body else []
-        return Message("download", TO_IMPLANT, f"payload {want_name} ({head.get('platform')}): "
-                       f"{len(body)} bytes{' (partial)' if partial else ''}",
-                       agent=head.get("paw"), fields=fields, attachments=atts)
+        cl = (rhead.get("content-length") or "").strip()
+        expected = int(cl) if cl.isdigit() else None
+        received = tx.response_body_bytes if tx.response_body_bytes is not None else len(body)
+        partial = (tx.state != "complete" or bool(tx.response_body_truncated)  # cut or not kept
+                   or len(body) < received or (expected is not None and received < expected))
+        fields = {"file": name, "platform": head.get("platform"), "state": tx.state,
+                  "server_filename": rhead.get("filename"), "received_bytes": received,
+                  "kept_bytes": len(body), "expected_bytes": expected, "partial": partial}
+        atts = [Attachment(safe_filename(name, "payload"), body)] if body else []
+        return Message("download", TO_IMPLANT, f"payload {name} ({head.get('platform')}): "
+                       f"{len(body)} bytes{' (partial)' if partial else ''}", agent=paw,
+                       fields=fields, attachments=atts, ts_us=tx.start_us if partial else None)
 
     @staticmethod
     def _upload(tx):
-        head = dict((k.lower(), v) for k, v in reversed(tx.request_headers or []))
+        head = _headers(tx.request_headers)
         rid = head.get("x-request-id") or ""
-        paw = rid.rsplit("-", 1)[-1] if "-" in rid else (head.get("paw") or None)
+        paw = rid.rsplit("-", 1)[-1] if "-" in rid else head.get("paw")
         atts = []
         try:
             msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -216,8 +207,8 @@ class Sandcat(HttpDecoder):
         except Exception as e:  # a malformed multipart body is reported, not raised
             return Message("error", TO_OPERATOR, f"undecodable upload: {e}", agent=paw)
         return Message("upload", TO_OPERATOR, f"upload {', '.join(a.name for a in atts) or '?'}"
-                       f" -> {tx.status_code}", agent=paw,
-                       fields={"request_id": rid, "status": tx.status_code}, attachments=atts)
+                       f" -> {tx.status_code}", agent=paw, attachments=atts,
+                       fields={"request_id": rid, "status": tx.status_code})
 
 
 class Ragdoll(Sandcat):
