@@ -145,7 +145,19 @@ def cmd_decode(args) -> int:
     from .decoders import DecoderRunner, load
     from .render.timeline import TimelineWriter
     decoders = [load(spec) for spec in args.decoder]
-    runner = DecoderRunner(decoders)
+    carved = []
+
+    def carve(sha256: str, name: str, data: bytes) -> None:
+        # content-addressed: the same file carved twice is written once; names were sanitised
+        path = os.path.join(args.carve, f"{sha256[:16]}-{name}")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(data)
+            carved.append(path)
+
+    if args.carve:
+        os.makedirs(args.carve, exist_ok=True)
+    runner = DecoderRunner(decoders, attachment_sink=carve if args.carve else None)
     opts = _engine_options(args, text=True)
     if args.body_keep is None:
         opts = dataclasses.replace(opts, body_keep=64 << 20)   # decoders read whole bodies
@@ -177,7 +189,8 @@ def cmd_decode(args) -> int:
     if not args.quiet:
         print(f"c2scribe: {runner.messages} C2 messages from "
               f"{', '.join(d.name + ' ' + d.version for d in decoders)}; "
-              f"{runner.errors} decoder errors; {counts['damaged']} damaged or unreadable file(s)",
+              f"{runner.errors} decoder errors; {counts['damaged']} damaged or unreadable file(s)"
+              + (f"; {len(carved)} file(s) carved to {args.carve}" if args.carve else ""),
               file=sys.stderr)
     return EXIT_DAMAGED if counts["damaged"] or runner.errors else EXIT_OK
 
@@ -252,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--decoder", action="append", default=[], metavar="NAME|FILE.py",
                    help="run a C2 decoder (repeatable): print agent timelines (text) or "
                    "C2 messages (jsonl); see `c2scribe decoders`")
+    t.add_argument("--carve", metavar="DIR", help="with --decoder: write the files decoders "
+                   "carve (screenshots, downloads, uploads) to DIR as SHA256PREFIX-NAME")
     _add_engine_options(t)
     t.set_defaults(func=lambda a: cmd_decode(a) if a.decoder else cmd_transcript(a))
 

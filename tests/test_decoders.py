@@ -222,3 +222,58 @@ def test_unknown_decoder_name_is_a_usage_error():
     p = subprocess.run([sys.executable, "-m", "c2scribe", "transcript", "--decoder", "nope",
                         os.devnull], capture_output=True, text=True)
     assert p.returncode == 2 and "unknown decoder 'nope'" in p.stderr
+
+
+def test_stream_want_sees_enough_bytes_even_when_they_trickle_in():
+    """want() decides on the first 64 bytes of the first direction (or all there was), and
+    every held chunk then reaches data() in order."""
+    from c2scribe.decoders import StreamDecoder
+    from c2scribe.schema import Connection, StreamChunk
+
+    class Magic(StreamDecoder):
+        name = "magic"
+        version = "1"
+
+        def want(self, head):
+            return head.first.startswith(b"HELLO-MAGIC-PROTOCOL")
+
+        def data(self, chunk, ctx):
+            return Message("other", TO_OPERATOR, chunk.data.decode(), agent="m")
+
+    payload = b"HELLO-MAGIC-PROTOCOL v1 " + b"x" * 60
+
+    def chunk(i, data, direction="client_to_server"):
+        return StreamChunk(conn_id="C1", chunk_index=i, direction=direction, stream_offset=i,
+                           ts_us=1_000_000 + i, src_ip="10.0.0.1", src_port=1, dst_ip="10.0.0.2",
+                           dst_port=2, file="f", frame=i + 1, data=data)
+
+    runner = DecoderRunner([Magic])
+    out = []
+    for i, b in enumerate(payload):
+        out += runner.feed(chunk(i, bytes([b])))
+    out += runner.feed(chunk(len(payload), b"reply", "server_to_client"))
+    conn = Connection.__new__(Connection)
+    conn.conn_id = "C1"
+    out += runner.feed(conn)
+    text = "".join(m.text for m in out if isinstance(m, C2Message))
+    assert text == payload.decode() + "reply"
+    assert not [m for m in out if isinstance(m, DecodeError)]
+
+
+def test_carve_writes_attachments_under_safe_names(tmp_path):
+    from helpers import find_testdata
+    data = find_testdata()
+    if data is None:
+        pytest.skip("../shared/testdata not present")
+    import hashlib
+    cap = data / "keithjjones-zeek-njrat-detector/testing/Traces/njrat.pcap"
+    out = tmp_path / "carved"
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "transcript", "--decoder", "njrat",
+                        "--carve", str(out), str(cap)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    files = list(out.iterdir())
+    assert [f.name.split("-", 1)[1] for f in files] == ["screenshot-1.jpg"]
+    blob = files[0].read_bytes()
+    assert blob.startswith(b"\xff\xd8\xff") and files[0].name.startswith(
+        hashlib.sha256(blob).hexdigest()[:16])
+    assert "1 file(s) carved" in p.stderr

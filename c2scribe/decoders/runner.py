@@ -16,18 +16,24 @@ from .api import (Context, ConnectionHead, Decoder, HttpDecoder, Message, Reques
                   StreamDecoder)
 
 _REJECTED = object()          # a decoder that did not want this connection
+WANT_BYTES = 64               # a stream decoder's want() sees at least this much when it can
 _FINE = object()
 
 
 class DecoderRunner:
-    def __init__(self, decoders: Iterable[type[Decoder]]):
+    """``attachment_sink(sha256, name, data)``, if given, receives every attachment's bytes
+    (the CLI's --carve writes them to disk; records keep name, size and hash only)."""
+
+    def __init__(self, decoders: Iterable[type[Decoder]], attachment_sink=None):
         self.decoders = list(decoders)
+        self.attachment_sink = attachment_sink
         self._http = [d for d in self.decoders if issubclass(d, HttpDecoder)]
         self._stream = [d for d in self.decoders if issubclass(d, StreamDecoder)]
         self._ctx = {d: Context({}) for d in self.decoders}
         self._inst: dict[tuple[type, str], object] = {}    # (decoder, conn_id) -> instance
         self._seq: dict[tuple[type, str], int] = {}
         self._last: dict[tuple[type, str], tuple] = {}      # last chunk's time and place
+        self._held: dict[tuple[type, str], list] = {}       # chunks before want() decided
         self.errors = 0
         self.messages = 0
 
@@ -74,6 +80,9 @@ class DecoderRunner:
               src_port, dst_ip, dst_port, file, frame_first, frame_last) -> None:
         key = (dec, conn_id)
         for m in msgs:
+            if self.attachment_sink is not None:
+                for a in m.attachments:
+                    self.attachment_sink(a.sha256, a.name, a.data)
             seq = self._seq.get(key, 0) + 1
             self._seq[key] = seq
             self.messages += 1
@@ -145,28 +154,54 @@ class DecoderRunner:
             return False
 
     def _chunk(self, ch: StreamChunk, out: list) -> None:
+        for dec in self._stream:
+            key = (dec, ch.conn_id)
+            inst = self._inst.get(key)
+            if inst is _REJECTED:
+                continue
+            if inst is not None:
+                self._deliver(dec, inst, ch, out)
+                continue
+            # Undecided: want() sees at least WANT_BYTES of the first direction, or what came
+            # before the other side spoke; the held chunks then go to data() in order.
+            held = self._held.setdefault(key, [])
+            held.append(ch)
+            first = [c for c in held if c.direction == held[0].direction]
+            if len(first) == len(held) and sum(len(c.data) for c in first) < WANT_BYTES:
+                continue
+            self._decide(dec, key, out)
+
+    def _decide(self, dec, key, out: list) -> None:
+        held = self._held.pop(key)
+        ch = held[0]
+        where = dict(conn_id=ch.conn_id, file=ch.file, frame=ch.frame)
+        inst = self._instance(dec, ch.conn_id, where, out)
+        if inst is _REJECTED:
+            return
+        first = b"".join(c.data for c in held if c.direction == ch.direction)
+        head = ConnectionHead(ch.conn_id, ch.src_ip, ch.src_port, ch.dst_ip, ch.dst_port,
+                              first[:4096], ch.direction)
+        if not self._want(dec, inst, head, where, out):
+            self._inst[key] = _REJECTED
+            return
+        for c in held:
+            self._deliver(dec, inst, c, out)
+
+    def _deliver(self, dec, inst, ch: StreamChunk, out: list) -> None:
         where = dict(conn_id=ch.conn_id, file=ch.file, frame=ch.frame)
         place = dict(conn_id=ch.conn_id, tx_id=None, src_ip=ch.src_ip, src_port=ch.src_port,
                      dst_ip=ch.dst_ip, dst_port=ch.dst_port, file=ch.file,
                      frame_first=ch.frame, frame_last=ch.frame)
-        for dec in self._stream:
-            key = (dec, ch.conn_id)
-            inst = self._inst.get(key)
-            if inst is None:
-                inst = self._instance(dec, ch.conn_id, where, out)
-                if inst is not _REJECTED and not self._want(dec, inst, ConnectionHead.of(ch),
-                                                            where, out):
-                    inst = self._inst[key] = _REJECTED
-            if inst is _REJECTED:
-                continue
-            self._last[key] = (ch.ts_us, place)
-            msgs = self._call(dec, "data", inst.data, (ch, self._ctx[dec]), where, out)
-            if msgs:
-                self._emit(dec, msgs, out, ts_us=ch.ts_us, **place)
+        self._last[(dec, ch.conn_id)] = (ch.ts_us, place)
+        msgs = self._call(dec, "data", inst.data, (ch, self._ctx[dec]), where, out)
+        if msgs:
+            self._emit(dec, msgs, out, ts_us=ch.ts_us, **place)
 
     def _closed(self, conn_id: str, out: list) -> None:
         for dec in self.decoders:
             key = (dec, conn_id)
+            if key in self._held:                     # short connection: decide on what came
+                self._decide(dec, key, out)
             inst = self._inst.pop(key, None)
             self._seq.pop(key, None)
             last = self._last.pop(key, None)
@@ -182,6 +217,6 @@ class DecoderRunner:
         """End of input: close what is still open (the engine reports every connection, so
         normally nothing is)."""
         out: list = []
-        for conn_id in {c for _d, c in self._inst}:
+        for conn_id in {c for _d, c in self._inst} | {c for _d, c in self._held}:
             self._closed(conn_id, out)
         return out
