@@ -246,7 +246,9 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="c2scribe", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="c2scribe", description="Turn packet captures into transcripts of TCP, HTTP and "
+        "C2 traffic: `c2scribe transcript CAPTURE...`, `c2scribe demo` to try it.")
     p.add_argument("--version", action="version", version=f"c2scribe {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
