@@ -204,6 +204,18 @@ static int body_data(htp_tx_data_t *d, int dir)
             t->br[dir] = BrotliDecoderCreateInstance(NULL, NULL, NULL);
     }
     if (t->br[dir]) return brotli_bytes(e, t, dir, p, n);
+    if (!plain) {
+        /* libhtp calls a body a bomb only past a 2048:1 ratio, and its time limit depends on
+         * the machine: cap what its decompressors hand us at the same bound as brotli. */
+        if (t->body_len[dir] >= e->opt.bomb_limit) {
+            t->decode_failed[dir] = t->keep_trunc[dir] = 1;
+            return HTP_OK;
+        }
+        if (n > e->opt.bomb_limit - t->body_len[dir]) {
+            n = e->opt.bomb_limit - t->body_len[dir];
+            t->decode_failed[dir] = t->keep_trunc[dir] = 1;
+        }
+    }
     return body_bytes(e, t, dir, p, n);
 }
 
