@@ -288,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", default="c2scribe-samples")
     d.add_argument("--format", choices=("text", "jsonl"), default="text")
     d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", add_help=False, prefix_chars="+",
+                       help="Beam pipeline over many captures: `c2scribe run --input PATTERN... "
+                       "--output DIR [--decoder NAME]...` (see `c2scribe run --help`)")
+    r.add_argument("argv", nargs=argparse.REMAINDER)
+    r.set_defaults(func=lambda a: __import__("pipeline.run", fromlist=["run"]).run(a.argv))
     return p
 
 

@@ -1,6 +1,5 @@
-"""The Beam graph over many captures (issue 4: not built yet).
+"""The Beam graph of `c2scribe run`: options, work-unit planning, the run itself.
 
-Will hold the PipelineOptions subclass, work-unit planning (chains of rotated files, time
-windows with look-ahead) and `run(argv=None)`. It drives c2scribe.engine.Engine and
-c2scribe.capture.run_chain exactly as the CLI does; see docs/STATUS.md.
+pipeline.units is plain Python (planning, testable without Beam); pipeline.run builds and
+runs the graph. Import submodules explicitly: importing this package imports no Beam.
 """

@@ -1,3 +1,5 @@
-"""Beam PTransforms/DoFns around the core, and the Parquet/Elasticsearch sinks (issue 4/5: not
-built yet). Each DoFn will wrap one core call; schemas come from c2scribe.schema only.
+"""Beam PTransforms/DoFns around the core, and the sinks. Schemas come from c2scribe.schema only.
+
+transforms.parquet: ParquetDatasetWriter (plain Python) and WriteParquet (Beam, built lazily).
+Elasticsearch sink: not built yet.
 """

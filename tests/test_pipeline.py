@@ -1,0 +1,222 @@
+"""`c2scribe run` (the Beam pipeline) gives, chain for chain, what `c2scribe transcript` gives.
+
+The real pipeline runs in a subprocess (FnApiRunner, two worker processes). Work-unit planning
+(pipeline.units) is also tested on its own, without Beam.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, find_testdata
+
+from c2scribe.samples import write_samples
+from pipeline.units import first_packet_us, match_files, plan_units
+
+DATA_DIRS = ("connection", "http", "capture_error", "warning", "c2", "decode_error")
+
+
+# --------------------------------------------------------------------------------- helpers
+
+def run_pipeline(tmp: Path, *args: str, timeout: int = 120) -> tuple[int, str]:
+    out = subprocess.run([sys.executable, "-m", "c2scribe", "run", "--workers", "2", *args],
+                         capture_output=True, text=True, timeout=timeout, cwd=tmp)
+    return out.returncode, out.stderr
+
+
+def status_of(output: Path) -> tuple[dict, dict]:
+    """({file path: status record}, {unit id: unit record})."""
+    files, units = {}, {}
+    for p in sorted((output / "_status").glob("*.jsonl")):
+        for line in p.read_text().splitlines():
+            s = json.loads(line)
+            if s["record"] == "file":
+                files[s["file"]] = s
+            else:
+                units[s["unit"]] = s
+    return files, units
+
+
+def unit_docs(output: Path, unit: str) -> list[str]:
+    docs = []
+    for d in DATA_DIRS:
+        p = output / d / f"{unit}.jsonl"
+        if p.exists():
+            docs += [json.dumps(json.loads(x), sort_keys=True) for x in p.read_text().splitlines()]
+    return sorted(docs)
+
+
+def transcript_docs(paths: list[str]) -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "c2scribe", "transcript", "--format", "jsonl",
+                          "-q", *paths], capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 1), out.stderr
+    return sorted(json.dumps(json.loads(x), sort_keys=True) for x in out.stdout.splitlines())
+
+
+def check_equal_to_transcript(output: Path) -> dict:
+    files, units = status_of(output)
+    for uid in units:
+        chain = [f for f, s in sorted(files.items(), key=lambda kv: kv[1]["order"])
+                 if s["unit"] == uid]
+        got, want = unit_docs(output, uid), transcript_docs(chain)
+        assert got == want, (f"unit {uid}: {len(got)} records, transcript {len(want)}; only "
+                             f"pipeline: {sorted(set(got) - set(want))[:2]}, only transcript: "
+                             f"{sorted(set(want) - set(got))[:2]}")
+    return units
+
+
+# --------------------------------------------------------------------------------- planning
+
+def _pcapng(ts_ns: int) -> bytes:
+    """SHB, IDB with if_tsresol=9 (ns), one EPB: the smallest real pcapng."""
+    shb_body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+    shb = struct.pack("<II", 0x0A0D0D0A, 12 + len(shb_body)) + shb_body + \
+        struct.pack("<I", 12 + len(shb_body))
+    opts = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)
+    idb_body = struct.pack("<HHI", 1, 0, 65535) + opts
+    idb = struct.pack("<II", 1, 12 + len(idb_body)) + idb_body + struct.pack("<I", 12 + len(idb_body))
+    frame = b"\x00" * 60
+    epb_body = struct.pack("<IIIII", 0, ts_ns >> 32, ts_ns & 0xFFFFFFFF, 60, 60) + frame
+    epb = struct.pack("<II", 6, 12 + len(epb_body)) + epb_body + struct.pack("<I", 12 + len(epb_body))
+    return shb + idb + epb
+
+
+def test_first_packet_time(tmp_path):
+    paths = write_samples(str(tmp_path / "s"))
+    times = {os.path.basename(p): first_packet_us(p) for p in paths}
+    assert all(isinstance(t, int) and t > 1.6e15 for t in times.values()), times
+    assert times["rotation.pcap0"] < times["rotation.pcap1"]
+    ng = tmp_path / "x.pcapng"
+    ng.write_bytes(_pcapng(1_700_000_000_123_456_789))
+    assert first_packet_us(str(ng)) == 1_700_000_000_123_456
+    gz = tmp_path / "x.pcapng.gz"
+    gz.write_bytes(gzip.compress(_pcapng(5_000_000_000)))
+    assert first_packet_us(str(gz)) == 5_000_000
+    (tmp_path / "t.txt").write_text("not a capture")
+    assert first_packet_us(str(tmp_path / "t.txt")) is None
+    assert first_packet_us(str(tmp_path / "missing")) is None
+
+
+def test_plan_groups_orders_and_names(tmp_path):
+    for d in ("a", "b/deep"):
+        (tmp_path / d).mkdir(parents=True)
+    names = ["a/x.pcap", "a/y.pcap", "a/z.txt", "b/deep/q.pcap", "b/deep/r.pcap"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    ts = {"x.pcap": 20, "y.pcap": 10, "z.txt": None, "q.pcap": 5, "r.pcap": 5}
+    files = match_files([str(tmp_path / "**" / "*")])
+    assert [os.path.relpath(p, tmp_path) for p, _s in files] == sorted(names)
+    fake = lambda p: ts[os.path.basename(p)]  # noqa: E731
+    units = plan_units(files, first_ts=fake)
+    by = {u.sensor: u for u in units}
+    assert set(by) == {"a", "deep"}
+    assert [os.path.basename(f) for f in by["a"].files] == ["y.pcap", "x.pcap", "z.txt"]
+    assert [os.path.basename(f) for f in by["deep"].files] == ["q.pcap", "r.pcap"]
+    assert [u.unit_id for u in plan_units(files, first_ts=fake)] == [u.unit_id for u in units]
+    # a regex: one sensor per file-name stem
+    units = plan_units(files, r"/(?P<sensor>[a-z])\.[a-z]+$", first_ts=fake)
+    assert sorted(u.sensor for u in units) == ["q", "r", "x", "y", "z"]
+    with pytest.raises(ValueError):
+        plan_units(files, r"(?P<other>x)", first_ts=fake)
+
+
+# --------------------------------------------------------------------------------- the run
+
+def test_run_samples_damaged_and_junk(tmp_path):
+    a, b = tmp_path / "sensor-a", tmp_path / "sensor-b"
+    write_samples(str(a))
+    b.mkdir()
+    data = (a / "web-keepalive.pcap").read_bytes()
+    (b / "damaged.pcap").write_bytes(data[:len(data) // 2 + 7])
+    shutil.copy(a / "hostile-bytes.pcap", b / "hostile-copy.pcap")
+    (b / "notes.txt").write_text("this is not a capture\n" * 20)
+    out = tmp_path / "out"
+    rc, err = run_pipeline(tmp_path, "--input", f"{a}/*", f"{b}/*", "--output", str(out))
+    assert rc == 1, err
+    files, units = status_of(out)
+    assert len(units) == 2 and not any(u["failure"] for u in units.values()), units
+    st = {os.path.relpath(f, tmp_path): s for f, s in files.items()}
+    assert len(st) == 8
+    assert all(s["status"] == "ok" for f, s in st.items() if f.startswith("sensor-a")), st
+    assert st["sensor-b/hostile-copy.pcap"]["status"] == "ok"
+    dmg = st["sensor-b/damaged.pcap"]
+    assert dmg["status"] == "damaged" and dmg["offset"] > 24 and "truncated" in dmg["reason"]
+    junk = st["sensor-b/notes.txt"]
+    assert junk["status"] == "unreadable" and "not a pcap" in junk["reason"]
+    # sensor-a's chain is ordered by first packet: the rotation pair in order, last
+    chain_a = [f for f, s in sorted(st.items(), key=lambda kv: kv[1]["order"])
+               if f.startswith("sensor-a")]
+    assert chain_a[-2:] == ["sensor-a/rotation.pcap0", "sensor-a/rotation.pcap1"]
+    # the rotation: one connection spanning both files
+    uid_a = st["sensor-a/rotation.pcap0"]["unit"]
+    conns = [json.loads(x) for x in (out / "connection" / f"{uid_a}.jsonl").read_text()
+             .splitlines()]
+    rot = [c for c in conns if "rotation" in c["c2scribe.capture.file"]
+           or "rotation" in c["c2scribe.capture.file_last"]]
+    assert len(rot) == 1, rot
+    assert rot[0]["c2scribe.capture.file"].endswith("rotation.pcap0")
+    assert rot[0]["c2scribe.capture.file_last"].endswith("rotation.pcap1")
+    assert "damaged" in err and "unreadable" in err
+    check_equal_to_transcript(out)
+    # a re-run replaces the outputs (same names, same content)
+    before = {p: p.read_bytes() for p in out.rglob("*.jsonl") if "_status" not in p.parts}
+    rc2, err2 = run_pipeline(tmp_path, "--input", f"{a}/*", f"{b}/*", "--output", str(out))
+    assert rc2 == 1, err2
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "_status" not in p.parts}
+    assert after == before
+
+
+def test_run_clean_input_exits_zero(tmp_path):
+    a = tmp_path / "in"
+    write_samples(str(a))
+    out = tmp_path / "out"
+    rc, err = run_pipeline(tmp_path, "--input", str(a / "**" / "*.pcap*"), "--output", str(out))
+    assert rc == 0, err
+    files, units = status_of(out)
+    assert len(files) == 5 and all(s["status"] == "ok" for s in files.values())
+
+
+def test_run_shared_http_traces(tmp_path):
+    td = find_testdata()
+    if td is None or not (td / "zeek/Traces/http").is_dir():
+        pytest.skip("shared real captures (zeek/Traces/http) not found")
+    src = td / "zeek/Traces/http"
+    out = tmp_path / "out"
+    # each file is a capture of its own: one sensor per file name
+    rc, err = run_pipeline(tmp_path, "--input", f"{src}/*.pcap", f"{src}/*.pcapng",
+                           "--output", str(out), "--sensor-pattern", r"/(?P<sensor>[^/]+)$",
+                           timeout=180)
+    files, units = status_of(out)
+    n = len(list(src.glob("*.pcap"))) + len(list(src.glob("*.pcapng")))
+    assert len(files) == n and len(units) == n, err
+    assert not any(u["failure"] for u in units.values())
+    assert rc == (1 if any(s["status"] != "ok" for s in files.values()) else 0), err
+    units = check_equal_to_transcript(out)
+    assert sum(u["records"].get("c2scribe.http", 0) for u in units.values()) > 50
+
+
+def test_run_parquet_counts_match_jsonl(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    a = tmp_path / "in"
+    write_samples(str(a))
+    outs = {}
+    for fmt in ("jsonl", "parquet"):
+        out = outs[fmt] = tmp_path / fmt
+        rc, err = run_pipeline(tmp_path, "--input", f"{a}/*", "--output", str(out),
+                               "--format", fmt)
+        assert rc == 0, err
+    _files, units = status_of(outs["jsonl"])
+    want = {k: v for u in units.values() for k, v in u["records"].items()}
+    got = {}
+    for f in outs["parquet"].rglob("*.parquet"):
+        ds = f.relative_to(outs["parquet"]).parts[0]
+        got[ds] = got.get(ds, 0) + pq.read_metadata(f).num_rows
+    assert got == want

@@ -1,0 +1,254 @@
+"""Parquet sink: records -> one Hive-partitioned Parquet dataset per record type.
+
+Layout (``<dataset>`` is the record class's ``dataset``, e.g. ``c2scribe.http``)::
+
+    root/<dataset>/date=YYYY-MM-DD/sensor=<sensor>/part-<unit>-<seq>.parquet
+
+``date`` is the UTC day of the record's ``event.start`` (``date=unknown`` for records without
+one: warnings, capture and decode errors). ``<seq>`` counts the files this writer wrote into
+that directory (00000, 00001, ...): with the same ``unit`` and the same records in the same
+order a re-run writes the same file names, replacing the earlier files instead of adding
+to them; on close, files of the same unit left over from an earlier run in the directories
+written are removed. Every file is written under a hidden temporary name in its final
+directory, fsynced, then renamed with ``os.replace`` (readers never see half a file).
+
+:class:`ParquetDatasetWriter` is plain Python (no Beam). :class:`WriteParquet`, the Beam
+PTransform around it, is built on first access so importing this module does not import Beam.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from c2scribe.arrow import arrow_schema, records_to_table, row_nbytes
+from c2scribe.schema import Record, fields_of
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_US_PER_DAY = 86_400 * 1_000_000
+
+
+def _check_name(what: str, v: str) -> str:
+    if not isinstance(v, str) or not _SAFE.match(v) or len(v) > 200:
+        raise ValueError(f"{what} must be letters, digits, '.', '_' or '-' (not starting with "
+                         f"'.', '_' or '-'), at most 200 characters: {v!r}")
+    return v
+
+
+_START: dict[type, str | None] = {}
+
+
+def _start_attr(cls: type) -> str | None:
+    """The attribute holding a class's event.start (else its first ts field, else None)."""
+    if cls not in _START:
+        ts = [(attr, name) for attr, name, t, _j in fields_of(cls) if t == "ts"]
+        pick = next((a for a, n in ts if n == "event.start"), ts[0][0] if ts else None)
+        _START[cls] = pick
+    return _START[cls]
+
+
+def partition_date(record: Record) -> str:
+    """``YYYY-MM-DD`` (UTC) of the record's start time, or ``unknown``."""
+    attr = _start_attr(type(record))
+    us = getattr(record, attr) if attr else None
+    if us is None:
+        return "unknown"
+    import datetime as dt
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=us // _US_PER_DAY)).isoformat()
+
+
+class _Buffer:
+    __slots__ = ("cls", "records", "nbytes", "seq")
+
+    def __init__(self, cls: type):
+        self.cls, self.records, self.nbytes, self.seq = cls, [], 0, 0
+
+
+class ParquetDatasetWriter:
+    """Write records as Parquet files under ``root``; see the module docstring for the layout.
+
+    ``sensor`` and ``unit`` name the partition and the files: letters, digits, ``.``, ``_``
+    and ``-``. A file holds at most ``max_rows_per_file`` rows and about ``max_bytes`` of
+    uncompressed data (an estimate; a single larger record still makes its own file). Buffers
+    are per (dataset, date) directory; ``close()`` writes what is left and returns the paths
+    of all files written, in writing order. Not thread-safe; one writer per unit of work.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, sensor: str, unit: str,
+                 max_rows_per_file: int = 250_000, max_bytes: int = 256 << 20,
+                 bodies: bool = False, compression: str = "zstd",
+                 compression_level: int | None = None, row_group_size: int = 65_536,
+                 remove_stale: bool = True):
+        if max_rows_per_file < 1 or max_bytes < 1 or row_group_size < 1:
+            raise ValueError("max_rows_per_file, max_bytes and row_group_size must be >= 1")
+        self.root = os.fspath(root)
+        self.sensor = _check_name("sensor", sensor)
+        self.unit = _check_name("unit", unit)
+        self.max_rows_per_file = max_rows_per_file
+        self.max_bytes = max_bytes
+        self.bodies = bodies
+        self.compression = compression
+        self.compression_level = compression_level
+        self.row_group_size = row_group_size
+        self.remove_stale = remove_stale
+        self._buffers: dict[tuple[str, str], _Buffer] = {}
+        self._written: list[str] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------
+    def directory(self, dataset: str, date: str) -> str:
+        return os.path.join(self.root, dataset, f"date={date}", f"sensor={self.sensor}")
+
+    def write(self, record: Record) -> None:
+        """Buffer one record; writes a file when its directory's buffer is full."""
+        if self._closed:
+            raise ValueError("ParquetDatasetWriter is closed")
+        cls = type(record)
+        if not isinstance(record, Record) or not cls.dataset:
+            raise TypeError(f"not a c2scribe record: {record!r:.100}")
+        key = (cls.dataset, partition_date(record))
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = _Buffer(cls)
+        elif buf.cls is not cls:
+            raise TypeError(f"two record classes for dataset {cls.dataset}: "
+                            f"{buf.cls.__name__} and {cls.__name__}")
+        size = row_nbytes(record, bodies=self.bodies)
+        if buf.records and buf.nbytes + size > self.max_bytes:
+            self._flush(key, buf)
+        buf.records.append(record)
+        buf.nbytes += size
+        if len(buf.records) >= self.max_rows_per_file or buf.nbytes >= self.max_bytes:
+            self._flush(key, buf)
+
+    def write_all(self, records: Iterable[Record]) -> None:
+        for r in records:
+            self.write(r)
+
+    def close(self) -> list[str]:
+        """Write the buffered records, remove stale files of this unit; the files written."""
+        if not self._closed:
+            for key, buf in self._buffers.items():
+                if buf.records:
+                    self._flush(key, buf)
+            if self.remove_stale:
+                self._remove_stale()
+            self._closed = True
+        return list(self._written)
+
+    def abort(self) -> None:
+        """Drop what is buffered (files already written stay)."""
+        self._buffers.clear()
+        self._closed = True
+
+    def __enter__(self) -> "ParquetDatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def written(self) -> list[str]:
+        return list(self._written)
+
+    # ------------------------------------------------------------------------------------
+    def _flush(self, key: tuple[str, str], buf: _Buffer) -> None:
+        dataset, date = key
+        table = records_to_table(buf.cls, buf.records, bodies=self.bodies)
+        directory = self.directory(dataset, date)
+        os.makedirs(directory, exist_ok=True)
+        final = os.path.join(directory, f"part-{self.unit}-{buf.seq:05d}.parquet")
+        self._write_atomic(table, final)
+        self._written.append(final)
+        buf.seq += 1
+        buf.records = []
+        buf.nbytes = 0
+
+    def _write_atomic(self, table: pa.Table, final: str) -> None:
+        directory, name = os.path.split(final)
+        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(table, f, compression=self.compression,
+                               compression_level=self.compression_level,
+                               row_group_size=self.row_group_size)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def _remove_stale(self) -> None:
+        """Files part-<unit>-<seq> beyond what this run wrote, in the directories it wrote."""
+        mine = set(self._written)
+        prefix = f"part-{self.unit}-"
+        pat = re.compile(re.escape(prefix) + r"\d{5,}\.parquet$")
+        for d in {os.path.dirname(p) for p in mine}:
+            for name in os.listdir(d):
+                path = os.path.join(d, name)
+                if pat.match(name) and path not in mine:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+
+
+def write_records(root: str | os.PathLike, records: Iterable[Record], *, sensor: str,
+                  unit: str, **opts) -> list[str]:
+    """Write all records of one unit; the files written."""
+    w = ParquetDatasetWriter(root, sensor=sensor, unit=unit, **opts)
+    w.write_all(records)
+    return w.close()
+
+
+def _make_write_parquet():
+    import apache_beam as beam
+
+    class _WriteUnits(beam.DoFn):
+        def __init__(self, root, sensor, opts):
+            self.root, self.sensor, self.opts = root, sensor, opts
+
+        def process(self, element):
+            unit, records = element
+            yield from write_records(self.root, records, sensor=self.sensor, unit=unit,
+                                     **self.opts)
+
+    class WriteParquet(beam.PTransform):
+        """PCollection of (unit id, iterable of records) -> PCollection of file paths written.
+
+        Each element is written by one ParquetDatasetWriter, so a retried element rewrites
+        the same files.
+        """
+
+        def __init__(self, root, *, sensor: str, **opts):
+            super().__init__()
+            _check_name("sensor", sensor)
+            self.root, self.sensor, self.opts = os.fspath(root), sensor, opts
+
+        def expand(self, pcoll):
+            return pcoll | "WriteParquetUnits" >> beam.ParDo(
+                _WriteUnits(self.root, self.sensor, self.opts))
+
+    return WriteParquet
+
+
+def __getattr__(name: str):
+    if name == "WriteParquet":
+        cls = _make_write_parquet()
+        globals()["WriteParquet"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ParquetDatasetWriter", "WriteParquet", "partition_date", "write_records"]
