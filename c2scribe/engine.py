@@ -62,6 +62,18 @@ class EngineOptions:
     max_flows: int = 1 << 18             # connections tracked at once (oldest evicted)
     nids_streams: int = 1 << 16          # libnids stream hash size (3/4 of it usable)
     nids_hosts: int = 4096               # libnids IP fragment host table
+    # A time window (µs since the epoch, both or neither): report only the connections whose
+    # first packet falls in [window_start_us, window_end_us). Reading starts `preroll` seconds
+    # before the window (connections seen then began earlier: another window reports them)
+    # and stops once the window's connections have ended, or `lookahead` seconds after it;
+    # connections still open then end as "window_cut". A connection silent for longer than
+    # `preroll` across the window's end ends there as "window_idle" (the next window reports
+    # what follows). See docs/pipeline.md.
+    window_start_us: int | None = None
+    window_end_us: int | None = None
+    lookahead: float = 3600.0
+    preroll: float = 600.0
+    window_last_edge_us: int | None = None   # where the last (open-ended) window starts
 
 
 class Engine:
@@ -149,7 +161,7 @@ class Engine:
             out = self._records(self._core.finish())
         finally:
             self._finished = True
-            counters = self._core.counters()
+            counters = self._core.counters(True)     # a window: its own counts only
             messages = self._core.http_messages()
         self.final_counters = {k: v[0] for k, v in counters.items()}
         warnings = []
@@ -168,6 +180,14 @@ class Engine:
             warnings.append(EngineWarning(code="http_parser_message", count=n, message=text,
                                           file=None, frame=None))
         return out + [self._own(w) for w in warnings]
+
+    def window_done(self) -> bool:
+        """Windowed engine: nothing more needs reading (the reader may stop)."""
+        return self._core.window_done()
+
+    def now_us(self) -> int | None:
+        """Capture time of the last packet read, in µs."""
+        return self._core.now_us()
 
     def counters(self) -> dict[str, int]:
         """Running totals (packets, bytes, connections, ...) by name."""

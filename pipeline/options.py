@@ -6,9 +6,22 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions
 
 
+def _size(text: str) -> int:
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = str(text).strip().lower().rstrip("b").rstrip("i")
+    if t and t[-1] in mult:
+        return int(float(t[:-1]) * mult[t[-1]])
+    return int(t)
+
+
+def _window(text: str) -> float | str:
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    return float(text)
+
+
 class C2ScribeOptions(PipelineOptions):
-    """--input PATTERN... (repeatable), --output DIR, --decoder NAME (repeatable),
-    --sensor-pattern REGEX (named group `sensor`), --workers N (local runs)."""
+    """c2scribe's own options; every other option goes to Beam (--runner, ...)."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -16,9 +29,10 @@ class C2ScribeOptions(PipelineOptions):
             "--input", dest="input", action="extend", nargs="+", default=None,
             metavar="PATTERN",
             help="capture files: paths or globs (recursive ** supported); other filesystems "
-                 "(gs://, s3://, ...) through Beam's FileSystems. Repeatable.")
+                 "(gs://, s3://, hdfs://) through Beam's FileSystems when their extras are "
+                 "installed. Repeatable.")
         parser.add_argument("--output", dest="output", default=None, metavar="DIR",
-                            help="output directory: DIR/<dataset>/<unit>.jsonl, DIR/_status/")
+                            help="output directory (local, or a filesystem Beam knows)")
         parser.add_argument("--decoder", dest="decoder", action="append", default=None,
                             metavar="NAME|FILE.py", help="run a C2 decoder (repeatable)")
         parser.add_argument(
@@ -26,8 +40,29 @@ class C2ScribeOptions(PipelineOptions):
             help="regular expression with a named group (?P<sensor>...) searched in each "
                  "path: files with the same sensor form one chain (default: the parent "
                  "directory)")
-        parser.add_argument("--format", dest="format", choices=("jsonl", "parquet"),
-                            default="jsonl", help="record files: JSON lines per dataset per "
-                            "unit (default), or Parquet through transforms.parquet")
+        parser.add_argument("--format", dest="format", choices=("parquet", "jsonl"),
+                            default="parquet", help="record files: Parquet datasets "
+                            "(default) or JSON lines, one file per dataset per unit")
+        parser.add_argument("--body-keep", dest="body_keep", type=_size, default=64 << 10,
+                            metavar="BYTES", help="HTTP body bytes stored per message "
+                            "(sha256 and lengths are always stored; default 64k; 0: none)")
+        parser.add_argument(
+            "--window", dest="window", type=_window, default="auto", metavar="SECONDS|auto",
+            help="cut each sensor's chain into time windows of this length, processed in "
+                 "parallel (0: never; auto: chains larger than --window-bytes)")
+        parser.add_argument("--window-bytes", dest="window_bytes", type=_size,
+                            default=2 << 30, metavar="BYTES",
+                            help="--window auto: about this much capture per window "
+                                 "(default 2g)")
+        parser.add_argument("--lookahead", dest="lookahead", type=float, default=3600.0,
+                            metavar="SECONDS", help="windows: read this far past a window's "
+                            "end for its connections to finish (default 3600)")
+        parser.add_argument("--preroll", dest="preroll", type=float, default=600.0,
+                            metavar="SECONDS", help="windows: read this far before a "
+                            "window's start to recognise connections that began earlier "
+                            "(default 600)")
         parser.add_argument("--workers", dest="workers", type=int, default=os.cpu_count() or 1,
                             help="local runs: worker processes (default: all cores)")
+        parser.add_argument("--progress", dest="progress", choices=("auto", "always", "never"),
+                            default="auto", help="local runs: a progress line on stderr "
+                            "(auto: when stderr is a terminal)")

@@ -8,6 +8,15 @@ capture, empty, unreadable) go last in their chain, by path: the engine reports 
 
 Unit ids are deterministic (sensor name + hash of the grouping key), so a re-run writes the
 same output names and replaces the previous outputs.
+
+Large chains still parallelise: with a window length, each chain is cut into time windows on
+a grid aligned to the epoch (so window names stay the same when files are added), and each
+window becomes its own unit. A window reports the connections whose first packet falls in
+it; it reads from `preroll` seconds before its start (to recognise connections that began
+earlier) until its own connections have ended, or `lookahead` seconds past its end. Each
+window gets only the files whose time span overlaps what it reads. The last window is
+open-ended, because the end of the last file is not known without reading it. The engine
+does the rest (see EngineOptions.window_start_us and docs/pipeline.md).
 """
 from __future__ import annotations
 
@@ -32,6 +41,33 @@ class Unit:
     files: tuple[str, ...]
     first_ts_us: tuple = field(default=())     # per file: first-packet time or None
     sizes: tuple = field(default=())           # per file: size in bytes (as stored) or None
+    window: "Window | None" = None             # a time window of the chain, or the whole chain
+    owned: tuple = field(default=())           # windowed: per file, whether this window owns
+                                               # its status record (the window of its start)
+
+    def engine_window(self) -> dict:
+        """EngineOptions fields for this unit's window (empty: the whole chain)."""
+        w = self.window
+        if w is None:
+            return {}
+        return {"window_start_us": w.start_us,
+                "window_end_us": w.end_us if w.end_us is not None else OPEN_END_US,
+                "window_last_edge_us": w.last_edge_us, "preroll": w.preroll,
+                "lookahead": w.lookahead}
+
+
+#: the end of an open-ended window (the chain's last): far beyond any capture
+OPEN_END_US = 1 << 62
+
+
+@dataclass(frozen=True)
+class Window:
+    """[start_us, end_us) of a chain's time grid; end_us None: open-ended (the last one)."""
+    start_us: int
+    end_us: int | None
+    last_edge_us: int          # start of the chain's last window: no edge beyond it
+    preroll: float
+    lookahead: float
 
 
 # ------------------------------------------------------------------------------- first packet
@@ -205,5 +241,79 @@ def plan_units(files: list[tuple[str, int | None]], sensor_pattern: str | None =
     return units
 
 
-def plan(patterns: list[str], sensor_pattern: str | None = None) -> list[Unit]:
-    return plan_units(match_files(patterns), sensor_pattern)
+def split_windows(unit: Unit, window: float, preroll: float = 600.0,
+                  lookahead: float = 3600.0) -> list[Unit]:
+    """Cut one chain into time windows of `window` seconds (see the module docstring).
+
+    File i spans [its first packet, the next file's first packet); the last file has no known
+    end. Files with no readable first packet go to the first window only (they are reported
+    there). A chain with no readable file stays one unit.
+    """
+    if window <= 0:
+        raise ValueError("--window must be positive")
+    if preroll < 0 or lookahead < 0:
+        raise ValueError("--preroll and --lookahead must not be negative")
+    known = [(t, p, s) for t, p, s in zip(unit.first_ts_us, unit.files, unit.sizes or
+                                          (None,) * len(unit.files)) if t is not None]
+    unknown = [(t, p, s) for t, p, s in zip(unit.first_ts_us, unit.files, unit.sizes or
+                                            (None,) * len(unit.files)) if t is None]
+    if not known:
+        return [unit]
+    w_us = max(1, int(window * 1_000_000))
+    pre_us, look_us = int(preroll * 1_000_000), int(lookahead * 1_000_000)
+    starts = [t for t, _p, _s in known]
+    spans = sorted(b - a for a, b in zip(starts, starts[1:]))
+    # the last file probably lasts as long as the others (a rotation): windows up to there,
+    # then one open-ended window catches whatever comes after
+    last_span = spans[len(spans) // 2] if spans else 0
+    grid0 = starts[0] // w_us * w_us
+    n = max(1, -(-(starts[-1] + last_span - grid0) // w_us))
+    last_edge = grid0 + (n - 1) * w_us
+    out = []
+    for k in range(n):
+        ws = grid0 + k * w_us
+        we = None if k == n - 1 else ws + w_us
+        members, owned = [], []
+        for i, (t, p, s) in enumerate(known):
+            nxt = starts[i + 1] if i + 1 < len(starts) else None
+            if we is not None and t >= we + look_us:
+                break
+            if nxt is not None and nxt <= ws - pre_us:
+                continue
+            members.append((t, p, s))
+            owned.append(ws <= t and (we is None or t < we))
+        if k == 0:
+            members += unknown
+            owned += [True] * len(unknown)
+        out.append(Unit(f"{unit.unit_id}-w{ws // 1_000_000}", unit.sensor,
+                        tuple(p for _t, p, _s in members), tuple(t for t, _p, _s in members),
+                        tuple(s for _t, _p, s in members),
+                        Window(ws, we, last_edge, preroll, lookahead), tuple(owned)))
+    return out
+
+
+def auto_window(unit: Unit, window_bytes: int) -> float | None:
+    """A window length giving about window_bytes of capture per window, for a chain larger
+    than that (None: keep the chain whole). Whole minutes, at least one."""
+    sizes = [s for s in (unit.sizes or ()) if s]
+    total = sum(sizes)
+    times = [t for t in unit.first_ts_us if t is not None]
+    if total <= window_bytes or len(times) < 2:
+        return None
+    spans = sorted(b - a for a, b in zip(times, times[1:]))
+    duration_s = (times[-1] - times[0] + spans[len(spans) // 2]) / 1e6
+    if duration_s <= 0:
+        return None
+    return max(60.0, -(-duration_s * window_bytes / total // 60) * 60)
+
+
+def plan(patterns: list[str], sensor_pattern: str | None = None, window: float | str = 0,
+         preroll: float = 600.0, lookahead: float = 3600.0,
+         window_bytes: int = 2 << 30) -> list[Unit]:
+    """Match, group into chains, and cut chains into windows (window: seconds, 0 or "auto")."""
+    units = plan_units(match_files(patterns), sensor_pattern)
+    out = []
+    for u in units:
+        w = auto_window(u, window_bytes) if window == "auto" else window
+        out += split_windows(u, w, preroll, lookahead) if w else [u]
+    return out

@@ -7,7 +7,9 @@ that cannot run says so in the summary (-rs) instead of passing silently.
 """
 from __future__ import annotations
 
+import base64
 import collections
+import datetime as dt
 import functools
 import hashlib
 import ipaddress
@@ -22,7 +24,8 @@ import pytest
 
 from c2scribe.capture import run_chain
 from c2scribe.engine import Engine
-from c2scribe.schema import CaptureError, Connection, EngineWarning, HttpTransaction
+from c2scribe.schema import (CaptureError, Connection, EngineWarning, HttpTransaction, fields_of,
+                             iso)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -445,3 +448,43 @@ def describe_record_diff(got: list, want: list, limit: int = 8) -> str:
 def _short(v, n: int = 60) -> str:
     s = repr(v)
     return s if len(s) <= n else s[:n] + f"...({len(v) if hasattr(v, '__len__') else '?'})"
+
+
+# ------------------------------------------------------------------- Parquet rows as jsonl docs
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def plain(v):
+    return json.loads(json.dumps(v))
+
+
+def _us(v) -> int:
+    return (v - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def normalise_row(cls, row: dict) -> dict:
+    types = {name: t for _a, name, t, _j in fields_of(cls)}
+    out = {}
+    for k, v in row.items():
+        t = types.get(k)
+        if v is None:
+            pass
+        elif t == "ts":
+            v = iso(_us(v))
+        elif t == "headers":
+            v = [[h["name"], h["value"]] for h in v]
+        elif t == "json":
+            v = json.loads(v)
+        elif t == "bytes":
+            v = base64.b64encode(v).decode("ascii")
+        elif k in ("date", "sensor"):
+            v = str(v)                        # DuckDB may read date=YYYY-MM-DD as a DATE
+        elif t == "strlist":
+            v = list(v)
+        out[k] = v
+    return plain(out)
+
+
+def canon(d: dict) -> str:
+    return json.dumps(d, sort_keys=True)

@@ -8,7 +8,6 @@ records of the types the samples lack, and real captures of ../shared/testdata w
 """
 from __future__ import annotations
 
-import base64
 import collections
 import datetime as dt
 import json
@@ -24,12 +23,11 @@ import pytest
 from c2scribe.arrow import arrow_schema, records_to_table, to_arrow_row
 from c2scribe.samples import write_samples
 from c2scribe.schema import (RECORD_TYPES, SCHEMA_VERSION, C2Message, CaptureError, Connection,
-                             DecodeError, EngineWarning, HttpTransaction, fields_of, iso)
-from transforms.parquet import ParquetDatasetWriter, partition_date
-from helpers import c2_records, find_testdata, of_type
+                             DecodeError, EngineWarning, HttpTransaction, fields_of)
+from transforms.parquet import ParquetDatasetWriter, dataset_dir, partition_date
+from helpers import c2_records, canon, find_testdata, normalise_row, of_type, plain
 
 SENSOR = "sensor-a"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,10 +92,6 @@ REAL = [("zeek/Traces/http/bro.org.pcap", None),
 # normalising both sides to the same plain JSON values
 # --------------------------------------------------------------------------------------------
 
-def plain(v):
-    return json.loads(json.dumps(v))
-
-
 def expected_docs(recs, cls, bodies: bool) -> list[dict]:
     """The jsonl documents of the records of one class, as the rows should read back."""
     out = []
@@ -116,37 +110,6 @@ def expected_docs(recs, cls, bodies: bool) -> list[dict]:
     return out
 
 
-def _us(v) -> int:
-    return (v - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-def normalise_row(cls, row: dict) -> dict:
-    types = {name: t for _a, name, t, _j in fields_of(cls)}
-    out = {}
-    for k, v in row.items():
-        t = types.get(k)
-        if v is None:
-            pass
-        elif t == "ts":
-            v = iso(_us(v))
-        elif t == "headers":
-            v = [[h["name"], h["value"]] for h in v]
-        elif t == "json":
-            v = json.loads(v)
-        elif t == "bytes":
-            v = base64.b64encode(v).decode("ascii")
-        elif k in ("date", "sensor"):
-            v = str(v)                        # DuckDB may read date=YYYY-MM-DD as a DATE
-        elif t == "strlist":
-            v = list(v)
-        out[k] = v
-    return plain(out)
-
-
-def canon(d: dict) -> str:
-    return json.dumps(d, sort_keys=True)
-
-
 def assert_same_records(got: list[dict], want: list[dict], what: str) -> None:
     assert len(got) == len(want), f"{what}: {len(got)} rows read back, {len(want)} written"
     got, want = sorted(got, key=canon), sorted(want, key=canon)
@@ -158,14 +121,14 @@ def assert_same_records(got: list[dict], want: list[dict], what: str) -> None:
 
 
 def read_pyarrow(root: Path, cls) -> list[dict]:
-    d = pads.dataset(str(root / cls.dataset), format="parquet", partitioning="hive")
+    d = pads.dataset(str(root / dataset_dir(cls.dataset)), format="parquet", partitioning="hive")
     return [normalise_row(cls, r) for r in d.to_table().to_pylist()]
 
 
 def read_duckdb(root: Path, cls) -> list[dict]:
     con = duckdb.connect()
     try:
-        pattern = str(root / cls.dataset / "**" / "*.parquet").replace("'", "''")
+        pattern = str(root / dataset_dir(cls.dataset) / "**" / "*.parquet").replace("'", "''")
         cur = con.execute(f"SELECT * FROM read_parquet('{pattern}', hive_partitioning=true)")
         names = [c[0] for c in cur.description]
         return [normalise_row(cls, dict(zip(names, row))) for row in cur.fetchall()]
@@ -182,7 +145,7 @@ def check_roundtrip(recs, root: Path, *, bodies=False, unit="u1", **opts) -> lis
     assert by_cls, "no records to write"
     for f in files:
         rel = Path(f).relative_to(root).parts
-        cls = next(c for c in by_cls if c.dataset == rel[0])
+        cls = next(c for c in by_cls if dataset_dir(c.dataset) == rel[0])
         assert rel[1].startswith("date=") and rel[2] == f"sensor={SENSOR}"
         assert rel[3].startswith(f"part-{unit}-") and rel[3].endswith(".parquet")
         assert pq.read_schema(f).equals(arrow_schema(cls), check_metadata=True), f
@@ -257,27 +220,27 @@ def test_partition_date():
 def test_samples_roundtrip(sample_records, tmp_path):
     files = check_roundtrip(sample_records, tmp_path, max_rows_per_file=3)
     n_http = len(of_type(sample_records, HttpTransaction))
-    http_files = [f for f in files if "/c2scribe.http/" in f]
+    http_files = [f for f in files if "/http/" in f]
     assert len(http_files) == -(-n_http // 3)           # files of up to 3 rows
     assert any("/date=unknown/" in f for f in files)     # the engine warning
 
 
 def test_samples_roundtrip_with_bodies(sample_records, tmp_path):
     check_roundtrip(sample_records, tmp_path, bodies=True)
-    t = pads.dataset(str(tmp_path / "c2scribe.http"), partitioning="hive").to_table()
+    t = pads.dataset(str(tmp_path / "http"), partitioning="hive").to_table()
     assert any(t.column("c2scribe.http.response.body.content").to_pylist())
 
 
 def test_synthetic_roundtrip(tmp_path):
     files = check_roundtrip(synthetic_records(), tmp_path)
-    c2 = [f for f in files if "/c2scribe.c2/" in f]
+    c2 = [f for f in files if "/c2/" in f]
     assert {Path(f).parent.parent.name for f in c2} == {"date=2023-11-14", "date=2023-11-15",
                                                         "date=unknown"}
 
 
 def test_max_bytes_splits_files(sample_records, tmp_path):
     files = check_roundtrip(sample_records, tmp_path, bodies=True, max_bytes=2000)
-    http_files = [f for f in files if "/c2scribe.http/" in f]
+    http_files = [f for f in files if "/http/" in f]
     assert len(http_files) > 1
     assert sum(pq.ParquetFile(f).metadata.num_rows for f in http_files) == \
         len(of_type(sample_records, HttpTransaction))
@@ -306,7 +269,7 @@ def _all_files(root: Path) -> list[str]:
 
 
 def _rows(root: Path, cls) -> int:
-    return pads.dataset(str(root / cls.dataset), partitioning="hive").count_rows()
+    return pads.dataset(str(root / dataset_dir(cls.dataset)), partitioning="hive").count_rows()
 
 
 def test_rerun_same_unit_replaces(sample_records, tmp_path):

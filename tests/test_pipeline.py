@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, find_testdata
+from helpers import REPO, find_testdata, normalise_row
 
 from c2scribe.samples import write_samples
 from pipeline.units import first_packet_us, match_files, plan_units
@@ -27,8 +28,11 @@ DATA_DIRS = ("connection", "http", "capture_error", "warning", "c2", "decode_err
 # --------------------------------------------------------------------------------- helpers
 
 def run_pipeline(tmp: Path, *args: str, timeout: int = 120) -> tuple[int, str]:
-    out = subprocess.run([sys.executable, "-m", "c2scribe", "run", "--workers", "2", *args],
-                         capture_output=True, text=True, timeout=timeout, cwd=tmp)
+    """JSON lines without bodies unless args say otherwise: what `transcript --format jsonl`
+    writes, to compare with."""
+    extra = [] if "--format" in args else ["--format", "jsonl", "--body-keep", "0"]
+    out = subprocess.run([sys.executable, "-m", "c2scribe", "run", "--workers", "2", *extra,
+                          *args], capture_output=True, text=True, timeout=timeout, cwd=tmp)
     return out.returncode, out.stderr
 
 
@@ -203,20 +207,149 @@ def test_run_shared_http_traces(tmp_path):
     assert sum(u["records"].get("c2scribe.http", 0) for u in units.values()) > 50
 
 
-def test_run_parquet_counts_match_jsonl(tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
+# ----------------------------------------------------------------------- Parquet read back
+
+def _unit_of(path: str) -> str:
+    m = re.match(r"part-(.+)-\d{5,}\.parquet$", os.path.basename(path))
+    assert m, path
+    return m.group(1)
+
+
+def _doc(d: dict) -> str:
+    """A jsonl document or a normalised Parquet row, as one canonical string: no partition
+    columns, no @timestamp (= event.start), no nulls (a Parquet table has every column)."""
+    return json.dumps({k: v for k, v in d.items() if v is not None and k not in
+                       ("@timestamp", "date", "sensor", "filename")}, sort_keys=True)
+
+
+def parquet_docs(out: Path) -> dict[str, list[str]]:
+    """Every row of every dataset, by unit, read back with pyarrow and with DuckDB (which
+    must agree), as canonical jsonl documents."""
+    import duckdb
+    import pyarrow.dataset as pads
+    from c2scribe.schema import RECORD_TYPES
+    from transforms.parquet import dataset_dir
+    by_unit: dict[str, list[str]] = {}
+    for cls in RECORD_TYPES:
+        root = out / dataset_dir(cls.dataset)
+        if not root.is_dir():
+            continue
+        ds = pads.dataset(str(root), format="parquet", partitioning="hive")
+        via_arrow: dict[str, list[str]] = {}
+        for frag in ds.get_fragments():
+            for row in frag.to_table().to_pylist():
+                via_arrow.setdefault(_unit_of(frag.path), []).append(
+                    _doc(normalise_row(cls, row)))
+        con = duckdb.connect()
+        try:
+            pattern = str(root / "**" / "*.parquet").replace("'", "''")
+            cur = con.execute(f"SELECT * FROM read_parquet('{pattern}', hive_partitioning=true, "
+                              "filename=true)")
+            names = [c[0] for c in cur.description]
+            via_duckdb: dict[str, list[str]] = {}
+            for values in cur.fetchall():
+                row = dict(zip(names, values))
+                via_duckdb.setdefault(_unit_of(row["filename"]), []).append(
+                    _doc(normalise_row(cls, row)))
+        finally:
+            con.close()
+        assert {u: sorted(v) for u, v in via_arrow.items()} == \
+            {u: sorted(v) for u, v in via_duckdb.items()}, f"{cls.dataset}: pyarrow != DuckDB"
+        for u, docs in via_arrow.items():
+            by_unit.setdefault(u, []).extend(docs)
+    return {u: sorted(v) for u, v in by_unit.items()}
+
+
+def transcript_jsonl(paths: list[str], tmp: Path, *args: str) -> list[str]:
+    """`c2scribe transcript --format jsonl ARGS PATHS`, in this process (one engine at a
+    time), as canonical documents."""
+    from c2scribe.cli import main
+    dest = tmp / "transcript.jsonl"
+    rc = main(["transcript", "--format", "jsonl", "-q", "-o", str(dest), *args, *paths])
+    assert rc in (0, 1)
+    return sorted(_doc(json.loads(x)) for x in dest.read_text().splitlines())
+
+
+def check_parquet_equals_transcript(out: Path, tmp: Path, *args: str,
+                                    datasets: tuple | None = None) -> dict:
+    """Unit by unit, the Parquet rows (of these datasets: all by default) equal the
+    transcript's documents over the unit's chain."""
+    files, units = status_of(out)
+    got = parquet_docs(out)
+    assert set(got) <= set(units), set(got) - set(units)
+    for uid in units:
+        chain = [f for f, s in sorted(files.items(), key=lambda kv: kv[1]["order"])
+                 if s["unit"] == uid]
+        want = transcript_jsonl(chain, tmp, *args)
+        have = got.get(uid, [])
+        if datasets is not None:
+            have = [d for d in have if json.loads(d)["event.dataset"] in datasets]
+        assert have == want, (f"unit {uid} ({len(chain)} files): {len(have)} Parquet rows, "
+                              f"transcript {len(want)}; only Parquet: "
+                              f"{sorted(set(have) - set(want))[:1]}, only transcript: "
+                              f"{sorted(set(want) - set(have))[:1]}")
+    return units
+
+
+def test_run_all_shared_testdata_parquet_equals_transcript(tmp_path):
+    """The issue's check: `c2scribe run` over all of ../shared/testdata, recursively, with
+    the default Parquet output (bodies up to 64k), read back with pyarrow and DuckDB, equals
+    unit by unit (a directory's files, as one chain) `c2scribe transcript --format jsonl
+    --bodies` over the same files in the same order."""
+    td = find_testdata()
+    if td is None:
+        pytest.skip("../shared/testdata not found")
+    out = tmp_path / "out"
+    rc, err = run_pipeline(tmp_path, "--input", f"{td}/**/*", "--output", str(out),
+                           "--format", "parquet", timeout=900)
+    files, units = status_of(out)
+    assert not any(u["failure"] for u in units.values()), err
+    # every file has its status: text files (oracles, notes) are unreadable captures
+    n = sum(1 for p in td.rglob("*") if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(td).parts))
+    assert len(files) == n, err
+    assert rc == 1 and "unreadable" in err
+    assert sum(s["status"] == "ok" for s in files.values()) > 600
+    units = check_parquet_equals_transcript(out, tmp_path, "--bodies")
+    assert sum(u["records"].get("c2scribe.http", 0) for u in units.values()) > 900
+
+
+def test_run_decoders_parquet_equals_transcript(tmp_path):
+    """With decoders: C2 messages and decode errors, in Parquet, equal the transcript's."""
+    td = find_testdata()
+    if td is None:
+        pytest.skip("../shared/testdata not found")
+    dirs = [td / "corelight-zeek-caldera-detector/testing/Traces",
+            td / "keithjjones-zeek-njrat-detector/testing/Traces"]
+    if not all(d.is_dir() for d in dirs):
+        pytest.skip("caldera and njRAT captures not found")
+    out = tmp_path / "out"
+    dec = ["--decoder", "caldera-sandcat", "--decoder", "caldera-ragdoll", "--decoder", "njrat"]
+    rc, err = run_pipeline(tmp_path, "--input", *(f"{d}/*.pcap" for d in dirs), "--output",
+                           str(out), "--format", "parquet", "--body-keep", "64m", *dec)
+    assert rc == 0, err
+    # the decoders' messages and errors: what `transcript --decoder` writes
+    units = check_parquet_equals_transcript(out, tmp_path, "--bodies", *dec,
+                                            datasets=("c2scribe.c2", "c2scribe.decode_error",
+                                                      "c2scribe.warning",
+                                                      "c2scribe.capture_error"))
+    assert sum(u["records"].get("c2scribe.c2", 0) for u in units.values()) > 50
+    # and the connections and transactions they were decoded from, bodies whole
+    check_parquet_equals_transcript(out, tmp_path, "--bodies", "--body-keep", "64m",
+                                    datasets=("c2scribe.connection", "c2scribe.http",
+                                              "c2scribe.warning", "c2scribe.capture_error"))
+
+
+def test_run_rerun_windowed_replaces_whole_chain_outputs(tmp_path):
+    """A chain processed whole, then in windows (or back): the other form's outputs go."""
     a = tmp_path / "in"
     write_samples(str(a))
-    outs = {}
-    for fmt in ("jsonl", "parquet"):
-        out = outs[fmt] = tmp_path / fmt
+    out = tmp_path / "out"
+    for extra in ((), ("--window", "60"), ()):
         rc, err = run_pipeline(tmp_path, "--input", f"{a}/*", "--output", str(out),
-                               "--format", fmt)
+                               "--format", "parquet", *extra)
         assert rc == 0, err
-    _files, units = status_of(outs["jsonl"])
-    want = {k: v for u in units.values() for k, v in u["records"].items()}
-    got = {}
-    for f in outs["parquet"].rglob("*.parquet"):
-        ds = f.relative_to(outs["parquet"]).parts[0]
-        got[ds] = got.get(ds, 0) + pq.read_metadata(f).num_rows
-    assert got == want
+        got = parquet_docs(out)
+        flat = sorted(d for docs in got.values() for d in docs)
+        assert len(flat) == len(set(flat)), "records twice after a re-run"
+        assert all(("-w" in u) == bool(extra) for u in got), sorted(got)

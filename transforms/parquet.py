@@ -1,6 +1,7 @@
 """Parquet sink: records -> one Hive-partitioned Parquet dataset per record type.
 
-Layout (``<dataset>`` is the record class's ``dataset``, e.g. ``c2scribe.http``)::
+Layout (``<dataset>`` is the last part of the record class's ``dataset``: ``connection``,
+``http``, ``c2``, ``decode_error``, ``capture_error``, ``warning``)::
 
     root/<dataset>/date=YYYY-MM-DD/sensor=<sensor>/part-<unit>-<seq>.parquet
 
@@ -8,8 +9,8 @@ Layout (``<dataset>`` is the record class's ``dataset``, e.g. ``c2scribe.http``)
 one: warnings, capture and decode errors). ``<seq>`` counts the files this writer wrote into
 that directory (00000, 00001, ...): with the same ``unit`` and the same records in the same
 order a re-run writes the same file names, replacing the earlier files instead of adding
-to them; on close, files of the same unit left over from an earlier run in the directories
-written are removed. Every file is written under a hidden temporary name in its final
+to them; on close, files of the same unit left over from an earlier run are removed, in
+every dataset and date of this sensor. Every file is written under a hidden temporary name in its final
 directory, fsynced, then renamed with ``os.replace`` (readers never see half a file).
 
 :class:`ParquetDatasetWriter` is plain Python (no Beam). :class:`WriteParquet`, the Beam
@@ -25,10 +26,15 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from c2scribe.arrow import arrow_schema, records_to_table, row_nbytes
+from c2scribe.arrow import records_to_table, row_nbytes
 from c2scribe.schema import Record, fields_of
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def dataset_dir(dataset: str) -> str:
+    """Directory of a dataset: ``c2scribe.http`` -> ``http`` (as the jsonl output names it)."""
+    return dataset.rsplit(".", 1)[-1]
 _US_PER_DAY = 86_400 * 1_000_000
 
 
@@ -101,7 +107,8 @@ class ParquetDatasetWriter:
 
     # ------------------------------------------------------------------------------------
     def directory(self, dataset: str, date: str) -> str:
-        return os.path.join(self.root, dataset, f"date={date}", f"sensor={self.sensor}")
+        return os.path.join(self.root, dataset_dir(dataset), f"date={date}",
+                            f"sensor={self.sensor}")
 
     def write(self, record: Record) -> None:
         """Buffer one record; writes a file when its directory's buffer is full."""
@@ -190,18 +197,27 @@ class ParquetDatasetWriter:
             raise
 
     def _remove_stale(self) -> None:
-        """Files part-<unit>-<seq> beyond what this run wrote, in the directories it wrote."""
+        """Files part-<unit>-<seq> not written by this run, in any dataset and date of this
+        sensor (a re-run may put records under other dates, or have none of a dataset)."""
         mine = set(self._written)
-        prefix = f"part-{self.unit}-"
-        pat = re.compile(re.escape(prefix) + r"\d{5,}\.parquet$")
-        for d in {os.path.dirname(p) for p in mine}:
-            for name in os.listdir(d):
-                path = os.path.join(d, name)
-                if pat.match(name) and path not in mine:
-                    try:
-                        os.unlink(path)
-                    except FileNotFoundError:
-                        pass
+        pat = re.compile(re.escape(f"part-{self.unit}-") + r"\d{5,}\.parquet$")
+        if not os.path.isdir(self.root):
+            return
+        for ds in os.listdir(self.root):
+            base = os.path.join(self.root, ds)
+            if not os.path.isdir(base):
+                continue
+            for date in os.listdir(base):
+                d = os.path.join(base, date, f"sensor={self.sensor}")
+                if not date.startswith("date=") or not os.path.isdir(d):
+                    continue
+                for name in os.listdir(d):
+                    path = os.path.join(d, name)
+                    if pat.match(name) and path not in mine:
+                        try:
+                            os.unlink(path)
+                        except FileNotFoundError:
+                            pass
 
 
 def write_records(root: str | os.PathLike, records: Iterable[Record], *, sensor: str,
@@ -251,4 +267,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ParquetDatasetWriter", "WriteParquet", "partition_date", "write_records"]
+__all__ = ["ParquetDatasetWriter", "WriteParquet", "dataset_dir", "partition_date",
+           "write_records"]

@@ -28,6 +28,9 @@ enum cs_end {
     CS_END_EVICTED,       /* thrown out because a table was full */
     CS_END_OPEN,          /* still open at end of capture */
     CS_END_REUSED,        /* a new connection (SYN) took over the same 4-tuple */
+    CS_END_WINDOW_CUT,    /* windowed run: still open when the look-ahead ran out */
+    CS_END_WINDOW_IDLE,   /* windowed run: silent across the window's end for longer than the
+                           * look-ahead; what follows is the next window's connection */
 };
 
 /* Counters reported in the engine stats; also the warnings' codes. */
@@ -39,7 +42,7 @@ enum cs_counter {
     CSC_NIDS_IP_INVLIST, CSC_NIDS_IP_OVERLAP, CSC_NIDS_TCP_HDR, CSC_NIDS_TCP_TOOMUCH,
     CSC_NIDS_TCP_BIGQUEUE, CSC_NIDS_TCP_BADFLAGS, CSC_NIDS_OTHER, CSC_FLOWS_EVICTED,
     CSC_STREAM_BYTES_DROPPED, CSC_HTTP_PENDING_DROPPED, CSC_HTTP_PARSER_ERRORS,
-    CSC_TIME_BACKWARDS,
+    CSC_TIME_BACKWARDS, CSC_WINDOW_SKIPPED,
     CSC__COUNT
 };
 extern const char *const cs_counter_names[CSC__COUNT];
@@ -92,6 +95,7 @@ struct cs_flow {
     int http_decided;             /* 1 = HTTP, -1 = not HTTP, 0 = undecided */
     uint64_t http_tx;             /* HTTP transactions reported */
     uint64_t chunks;              /* stream chunks handed out (stream_chunks mode) */
+    int foreign;                  /* windowed run: began outside the window, not reported */
     /* hash chain and lists */
     cs_flow *hnext;
     cs_flow *prev, *next;         /* in its LRU list */
@@ -111,6 +115,13 @@ typedef struct cs_options {
     size_t max_flows;             /* flow table cap (oldest evicted) */
     int nids_streams;             /* libnids stream table size */
     int nids_hosts;               /* libnids IP fragment host table size */
+    /* Time window (windowed runs only): report the connections whose first packet falls in
+     * [win_start_us, win_end_us). Reading starts preroll_us before the window (connections
+     * seen then belong to an earlier window) and goes on after it until the window's own
+     * connections have ended, or for at most lookahead_us. */
+    int windowed;
+    int64_t win_start_us, win_end_us, lookahead_us, preroll_us;
+    int64_t last_edge_us;         /* no window starts after this edge (the last one is open) */
 } cs_options;
 
 #define CS_LIST_UNTRACKED 0
@@ -144,6 +155,13 @@ struct cs_engine {
     long schema_version;
     void *http_cfg;               /* htp_cfg_t */
     PyObject *http_log;           /* dict: libhtp message -> count */
+    /* windowed runs */
+    size_t own_live;              /* the window's own connections not yet reported */
+    int64_t next_edge_us;         /* the next window edge (win_end_us + k * window length) */
+    int win_done;                 /* nothing more to read for this window */
+    int win_started, win_ended;   /* counters were copied at the window's start / end: the
+                                   * window's own counts are the difference */
+    uint64_t counters_start[CSC__COUNT], counters_end[CSC__COUNT];
 };
 
 extern cs_engine *cs_the_engine;
@@ -158,6 +176,7 @@ void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data,
 void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why);
 void cs_flows_expire(cs_engine *e);
 void cs_flows_flush_all(cs_engine *e);
+void cs_flows_window_edge(cs_engine *e, int64_t edge_us);
 void cs_flows_touch(cs_engine *e, cs_flow *f);
 void cs_flow_orient(cs_flow *f, int client);
 cs_flow *cs_flow_lookup4(cs_engine *e, uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport);

@@ -20,7 +20,7 @@ const char *const cs_counter_names[CSC__COUNT] = {
     "nids_ip_fragment_overlap", "nids_tcp_bad_header", "nids_tcp_too_many_streams",
     "nids_tcp_out_of_order_queue_overflow", "nids_tcp_bad_flags", "nids_other",
     "flows_evicted", "stream_bytes_not_kept", "http_unparsed_bytes_dropped",
-    "http_parser_errors", "time_went_backwards",
+    "http_parser_errors", "time_went_backwards", "window_packets_skipped",
 };
 
 #define REUSE_IDLE_US (30LL * 1000000)
@@ -201,6 +201,10 @@ static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t c
     f->first.file = f->last.file = e->cur_file;
     f->first.frame = f->last.frame = e->cur_frame;
     f->hash = h;
+    if (e->opt.windowed) {
+        f->foreign = e->now_us < e->opt.win_start_us || e->now_us >= e->opt.win_end_us;
+        if (!f->foreign) e->own_live++;
+    }
     community_id(f);
     flow_id(e, f);
     cs_ip_format(ipver, f->ip[0], f->ip_text[0], sizeof f->ip_text[0]);
@@ -237,7 +241,8 @@ static const char *dir_sha(cs_dir *d)
 }
 
 static const char *const end_names[] = {
-    "", "fin", "rst", "timeout", "evicted", "open_at_end", "reused",
+    "", "fin", "rst", "timeout", "evicted", "open_at_end", "reused", "window_cut",
+    "window_idle",
 };
 
 /* Emit the connection record and free the flow. */
@@ -247,8 +252,9 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
     unhash(e, f);
     e->nflows--;
     if (f->http) cs_http_close(e, f);
+    if (e->opt.windowed && !f->foreign) e->own_live--;
     cs_rec r;
-    if (!e->py_error && cs_rec_begin(e, &r) == 0) {
+    if (!f->foreign && !e->py_error && cs_rec_begin(e, &r) == 0) {
         cs_dir *c = &f->dir[CS_C2S], *s = &f->dir[CS_S2C];
         PyObject *ff = cs_file_name(e, f->first.file), *fl = cs_file_name(e, f->last.file);
         cs_rec_cstr(&r, "conn_id", f->id);
@@ -332,15 +338,40 @@ void cs_flows_expire(cs_engine *e)
     }
 }
 
-/* End of input: everything still open is reported as such. */
+/* End of input: everything still open is reported as such (in a window that stopped
+ * reading early, as cut by the window). */
 void cs_flows_flush_all(cs_engine *e)
 {
     cs_flow *f;
+    enum cs_end why = e->win_done ? CS_END_WINDOW_CUT : CS_END_OPEN;
     for (int l = 0; l < CS_NLISTS; l++)
         while ((f = e->head[l])) {
-            if (!f->closed) cs_flow_end(e, f, CS_END_OPEN);
+            if (!f->closed) {
+                if (f->engine_ref) cs_nids_release(e, f, why);
+                cs_flow_end(e, f, why);
+            }
             flow_finalize(e, f);
         }
+}
+
+/* The first packet at or after a window edge (the window's end, then the ends of the windows
+ * after it, as far as the look-ahead reads): the window's connections silent since before
+ * (edge - pre-roll) end here. The window starting at that edge reads from (edge - pre-roll)
+ * and sees their next packet as a new connection of its own; without this both would
+ * report it. */
+void cs_flows_window_edge(cs_engine *e, int64_t edge_us)
+{
+    int64_t quiet = edge_us - e->opt.preroll_us;
+    for (int l = CS_LIST_UNTRACKED; l <= CS_LIST_TRACKED; l++) {
+        cs_flow *f = e->head[l], *next;
+        for (; f; f = next) {
+            next = f->next;
+            if (f->foreign || f->last_us >= quiet) continue;
+            if (f->engine_ref) cs_nids_release(e, f, CS_END_WINDOW_IDLE);
+            cs_flow_end(e, f, CS_END_WINDOW_IDLE);
+            flow_finalize(e, f);
+        }
+    }
 }
 
 void cs_flows_free(cs_engine *e)
@@ -545,7 +576,7 @@ static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, s
 void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
 {
     cs_dir *d = &f->dir[dir];
-    if (!len) return;
+    if (!len || f->foreign) return;    /* foreign: another window reports it, no work here */
     if (!d->sha) {
         d->sha = EVP_MD_CTX_new();
         if (!d->sha || !EVP_DigestInit_ex(d->sha, cs_sha256, NULL)) {

@@ -129,6 +129,37 @@ static void one_packet(cs_engine *e, const cs_packet *pkt)
     e->cur_frame++;
     if (ts < e->now_us) cs_count(e, CSC_TIME_BACKWARDS);
     e->now_us = ts;
+    if (e->opt.windowed) {
+        if (e->win_done || ts < e->opt.win_start_us - e->opt.preroll_us) {
+            e->counters[CSC_WINDOW_SKIPPED]++;
+            return;
+        }
+        if (!e->win_started && ts >= e->opt.win_start_us) {
+            e->win_started = 1;
+            memcpy(e->counters_start, e->counters, sizeof e->counters);
+        }
+        if (!e->win_ended && ts >= e->opt.win_end_us) {
+            e->win_ended = 1;
+            memcpy(e->counters_end, e->counters, sizeof e->counters);
+        }
+        if (ts >= e->opt.win_end_us) {
+            cs_flows_expire(e);
+            if (ts >= e->next_edge_us) {
+                /* the last edge crossed is enough: nothing was read since the earlier ones */
+                int64_t width = e->opt.win_end_us - e->opt.win_start_us;
+                int64_t edge = e->next_edge_us + (ts - e->next_edge_us) / width * width;
+                if (edge > e->opt.last_edge_us)
+                    edge = e->opt.last_edge_us - (e->opt.last_edge_us - e->opt.win_end_us) % width;
+                cs_flows_window_edge(e, edge);
+                e->next_edge_us = edge >= e->opt.last_edge_us ? INT64_MAX : edge + width;
+            }
+            if (e->own_live == 0 || ts >= e->opt.win_end_us + e->opt.lookahead_us) {
+                e->win_done = 1;
+                e->counters[CSC_WINDOW_SKIPPED]++;
+                return;
+            }
+        }
+    }
     e->counters[CSC_PACKETS]++;
     e->counters[CSC_BYTES] += pkt->caplen;
     cs_flows_expire(e);
@@ -196,7 +227,8 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"stream_keep", "body_keep", "http_pending_max", "bomb_limit",
                              "decompress_time_limit", "idle_timeout", "established_timeout",
                              "linger", "max_flows", "nids_streams", "nids_hosts", "json",
-                             "json_bodies", "stream_chunks", NULL};
+                             "json_bodies", "stream_chunks", "window_start_us", "window_end_us",
+                             "lookahead", "preroll", "window_last_edge_us", NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -205,14 +237,35 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     double idle = 300, est = 3600, linger = 2;
     Py_ssize_t sk = 0, bk = 65536, pm = 1 << 20, bl = 64 << 20, tl = 100000, mf = 1 << 18;
     int ns = 1 << 16, nh = 4096, json = 0, json_bodies = 0, chunks = 0;
+    PyObject *wstart = Py_None, *wend = Py_None, *wlast = Py_None;
+    double lookahead = 3600, preroll = 600;
     if (self->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniippp", kwlist, &sk, &bk, &pm, &bl, &tl,
-                                     &idle, &est, &linger, &mf, &ns, &nh, &json, &json_bodies,
-                                     &chunks))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddO", kwlist, &sk, &bk, &pm, &bl,
+                                     &tl, &idle, &est, &linger, &mf, &ns, &nh, &json,
+                                     &json_bodies, &chunks, &wstart, &wend, &lookahead, &preroll,
+                                     &wlast))
         return -1;
+    if ((wstart == Py_None) != (wend == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "window_start_us and window_end_us go together");
+        return -1;
+    }
+    if (wstart != Py_None) {
+        o.windowed = 1;
+        o.win_start_us = PyLong_AsLongLong(wstart);
+        o.win_end_us = PyLong_AsLongLong(wend);
+        if (PyErr_Occurred()) return -1;
+        o.lookahead_us = (int64_t)(lookahead * 1e6);
+        o.preroll_us = (int64_t)(preroll * 1e6);
+        o.last_edge_us = wlast == Py_None ? INT64_MAX : PyLong_AsLongLong(wlast);
+        if (PyErr_Occurred()) return -1;
+        if (o.win_end_us <= o.win_start_us || lookahead < 0 || preroll < 0) {
+            PyErr_SetString(PyExc_ValueError, "empty window, or negative look-ahead or pre-roll");
+            return -1;
+        }
+    }
     if (json && !key_names) {
         PyErr_SetString(PyExc_RuntimeError, "json output needs set_key_names() first");
         return -1;
@@ -243,6 +296,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     e->schema_version = schema_version;
     e->cur_file = -1;
     e->now_us = INT64_MIN / 2;
+    e->next_edge_us = o.windowed ? o.win_end_us : INT64_MAX;
     e->out = PyList_New(0);
     e->files = PyList_New(0);
     e->http_log = PyDict_New();
@@ -321,7 +375,8 @@ static PyObject *Engine_close_file(EngineObject *self, PyObject *unused)
     (void)unused;
     cs_engine *e = &self->e;
     if (check_live(self)) return NULL;
-    if (e->reader_open && !e->reader_failed && cs_reader_finish(&e->reader) == CS_ERROR)
+    if (e->reader_open && !e->reader_failed && !e->win_done &&
+        cs_reader_finish(&e->reader) == CS_ERROR)
         capture_error(e);
     if (e->reader_open) cs_reader_free(&e->reader);
     e->reader_open = 0;
@@ -358,7 +413,8 @@ static PyObject *Engine_finish(EngineObject *self, PyObject *unused)
     (void)unused;
     cs_engine *e = &self->e;
     if (check_live(self)) return NULL;
-    if (e->reader_open && !e->reader_failed && cs_reader_finish(&e->reader) == CS_ERROR)
+    if (e->reader_open && !e->reader_failed && !e->win_done &&
+        cs_reader_finish(&e->reader) == CS_ERROR)
         capture_error(e);
     cs_nids_finish(e);
     cs_flows_flush_all(e);
@@ -368,13 +424,23 @@ static PyObject *Engine_finish(EngineObject *self, PyObject *unused)
     return out;
 }
 
-static PyObject *Engine_counters(EngineObject *self, PyObject *unused)
+/* counters() -> all counts; counters(True) -> in a windowed run, only what happened between
+ * the window's start and end (packets read before and after it are other windows'). */
+static PyObject *Engine_counters(EngineObject *self, PyObject *args)
 {
-    (void)unused;
     cs_engine *e = &self->e;
+    int window = 0;
+    if (!PyArg_ParseTuple(args, "|p", &window)) return NULL;
+    window = window && e->opt.windowed;
     PyObject *d = PyDict_New();
     for (int i = 0; d && i < CSC__COUNT; i++) {
-        PyObject *v = Py_BuildValue("(KNK)", (unsigned long long)e->counters[i],
+        uint64_t n = e->counters[i];
+        if (window) {
+            uint64_t hi = e->win_ended ? e->counters_end[i] : n;
+            uint64_t lo = e->win_started ? e->counters_start[i] : hi;
+            n = hi - lo;
+        }
+        PyObject *v = Py_BuildValue("(KNK)", (unsigned long long)n,
                                     cs_file_name(e, e->counter_first[i].file),
                                     (unsigned long long)e->counter_first[i].frame);
         if (!v || PyDict_SetItemString(d, cs_counter_names[i], v)) { Py_XDECREF(v); Py_DECREF(d); return NULL; }
@@ -384,6 +450,19 @@ static PyObject *Engine_counters(EngineObject *self, PyObject *unused)
     if (d && (!live || PyDict_SetItemString(d, "flows_live", live))) Py_CLEAR(d);
     Py_XDECREF(live);
     return d;
+}
+
+static PyObject *Engine_window_done(EngineObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(self->e.win_done);
+}
+
+static PyObject *Engine_now_us(EngineObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->e.now_us == INT64_MIN / 2) Py_RETURN_NONE;
+    return PyLong_FromLongLong(self->e.now_us);
 }
 
 static PyObject *Engine_http_messages(EngineObject *self, PyObject *unused)
@@ -402,8 +481,12 @@ static PyMethodDef Engine_methods[] = {
      "feed_packet(ts_us, linktype, frame) -> records."},
     {"finish", (PyCFunction)Engine_finish, METH_NOARGS,
      "End of input: flush every connection still open; releases libnids."},
-    {"counters", (PyCFunction)Engine_counters, METH_NOARGS,
-     "{name: (count, first file, first frame)}"},
+    {"counters", (PyCFunction)Engine_counters, METH_VARARGS,
+     "counters(window=False) -> {name: (count, first file, first frame)}"},
+    {"window_done", (PyCFunction)Engine_window_done, METH_NOARGS,
+     "Windowed run: True once nothing more needs reading."},
+    {"now_us", (PyCFunction)Engine_now_us, METH_NOARGS,
+     "Capture time of the last packet read (µs), or None."},
     {"http_messages", (PyCFunction)Engine_http_messages, METH_NOARGS,
      "libhtp warnings and errors with their counts."},
     {NULL, NULL, 0, NULL},

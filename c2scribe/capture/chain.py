@@ -3,6 +3,12 @@
 Files are fed in the order given (a sensor's rotation, oldest first): a connection that spans
 file N and N+1 comes out once and whole. A file that cannot be read becomes a CaptureError
 record and the chain goes on with the next file.
+
+With a windowed engine (EngineOptions.window_start_us/window_end_us), reading stops as soon
+as the engine says the window is done, and a file's damage is reported only by the window
+whose time span holds the last packet read before it, so that every window reading the same
+file does not report it again. A file with no readable packet is reported by every window
+it is given to: the planner gives such files to one window only.
 """
 from __future__ import annotations
 
@@ -28,22 +34,49 @@ def run_chain(engine, paths: Iterable[str], chunk_size: int = CHUNK,
 
     progress, if given, is called with (path, bytes read so far in this file) after each chunk.
     """
+    opts = getattr(engine, "options", None)
+    window = None
+    if opts is not None and getattr(opts, "window_start_us", None) is not None:
+        window = (opts.window_start_us, opts.window_end_us)
+
+    def ours(rec, packets: int) -> bool:
+        """Windowed: is this capture error this window's to report?"""
+        if window is None or not _is_capture_error(rec) or packets == 0:
+            return True
+        now = engine.now_us()
+        return now is None or window[0] <= now < window[1]
+
     for path in paths:
         engine.open_file(path)
         failed = False
         done = 0
-        packets_at_start = engine.counters()["packets"]
+        packets_at_start = engine.counters()["packets"] + engine.counters().get(
+            "window_packets_skipped", 0)
+        stop = False
+
+        def read_here() -> int:
+            c = engine.counters()
+            return c["packets"] + c.get("window_packets_skipped", 0) - packets_at_start
+
         try:
             for chunk in read_chunks(path, chunk_size):
                 done += len(chunk)
-                yield from engine.feed(chunk)
+                for rec in engine.feed(chunk):
+                    if ours(rec, read_here()):
+                        yield rec
                 if progress:
                     progress(path, done)
+                if window is not None and engine.window_done():
+                    stop = True
+                    break
         except CaptureOpenError as e:
             failed = True
-            yield engine.capture_error(path, e.offset, e.message,
-                                       engine.counters()["packets"] - packets_at_start)
+            err = engine.capture_error(path, e.offset, e.message, read_here())
+            if ours(err, read_here()):
+                yield err
         for rec in engine.close_file():
-            if not (failed and _is_capture_error(rec)):
+            if not (failed and _is_capture_error(rec)) and ours(rec, read_here()):
                 yield rec
+        if stop:
+            break
     yield from engine.finish()

@@ -94,8 +94,13 @@ static cs_tx *tx_info(htp_tx_t *tx)
     return t;
 }
 
+/* A transaction's end and last frame are those of the last packet that carried it: not the
+ * moment its connection was flushed (end of capture, timeout, end of a window). */
+static int closing;
+
 static void tx_touch(cs_engine *e, cs_tx *t)
 {
+    if (closing) return;
     if (e->now_us > t->end_us) t->end_us = e->now_us;
     t->last.file = e->cur_file;
     t->last.frame = e->cur_frame;
@@ -744,8 +749,10 @@ void cs_http_close(cs_engine *e, cs_flow *f)
     f->http = NULL;
     if (h->connp) {
         struct timeval tv = now_tv(e);
+        closing = 1;
         for (int d = 0; d < 2; d++) retry_pending(e, h, d);
         htp_connp_close(h->connp, &tv);
+        closing = 0;
         htp_conn_t *conn = htp_connp_get_connection(h->connp);
         if (conn && conn->transactions) {
             size_t n = htp_list_size(conn->transactions);

@@ -64,7 +64,7 @@ static void on_tcp(struct tcp_stream *a, void **param)
     switch (a->nids_state) {
     case NIDS_JUST_EST: {
         f = cs_flow_lookup4(e, a->addr.saddr, a->addr.source, a->addr.daddr, a->addr.dest);
-        if (!f || f->closed) return;       /* not ours: libnids then forgets the stream */
+        if (!f || f->closed || f->foreign) return;   /* not ours: libnids forgets the stream */
         /* libnids' client sent the SYN; our table may have guessed otherwise */
         if (f->port[0] != a->addr.source || memcmp(f->ip[0], &a->addr.saddr, 4) != 0)
             cs_flow_orient(f, 1);
@@ -171,9 +171,10 @@ void cs_nids_finish(cs_engine *e)
     /* End the streams we follow in our own (capture) order first: libnids' hash table order
      * is randomised per process, and output must be the same on every run. */
     cs_flow *f;
+    enum cs_end why = e->win_done ? CS_END_WINDOW_CUT : CS_END_OPEN;
     while ((f = e->head[CS_LIST_TRACKED])) {
-        if (f->engine_ref) cs_nids_release(e, f, CS_END_OPEN);
-        else cs_flow_end(e, f, CS_END_OPEN);
+        if (f->engine_ref) cs_nids_release(e, f, why);
+        else cs_flow_end(e, f, why);
     }
     nids_exit();     /* anything left goes to on_tcp with NIDS_EXITING */
 }
