@@ -293,8 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Beam pipeline over many captures: `c2scribe run --input PATTERN... "
                        "--output DIR [--decoder NAME]...` (see `c2scribe run --help`)")
     r.add_argument("argv", nargs=argparse.REMAINDER)
-    r.set_defaults(func=lambda a: __import__("pipeline.run", fromlist=["run"]).run(a.argv))
+    r.set_defaults(func=cmd_run)
     return p
+
+
+def cmd_run(args) -> int:
+    """The Beam pipeline; its own options are parsed by pipeline.run (Beam's too)."""
+    from pipeline.logs import quiet_beam
+    argv = [a for a in args.argv if a != "--beam-logs"]
+    with quiet_beam(enabled=len(argv) == len(args.argv)) as tty:
+        from pipeline.run import run
+        return run(argv, progress_out=tty)
 
 
 def main(argv: list[str] | None = None) -> int:

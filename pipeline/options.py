@@ -61,6 +61,12 @@ class C2ScribeOptions(PipelineOptions):
                             metavar="SECONDS", help="windows: read this far before a "
                             "window's start to recognise connections that began earlier "
                             "(default 600)")
+        parser.add_argument("--no-isolate", dest="isolate", action="store_false",
+                            help="run units in the Beam worker process itself, not in a "
+                                 "child process that a crash or hang cannot take down")
+        parser.add_argument("--unit-timeout", dest="unit_timeout", type=float, default=None,
+                            metavar="SECONDS", help="give up on a unit after this long "
+                            "(twice), record it as failed and go on (default: no limit)")
         parser.add_argument("--workers", dest="workers", type=int, default=os.cpu_count() or 1,
                             help="local runs: worker processes (default: all cores)")
         parser.add_argument("--progress", dest="progress", choices=("auto", "always", "never"),

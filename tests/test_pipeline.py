@@ -353,3 +353,61 @@ def test_run_rerun_windowed_replaces_whole_chain_outputs(tmp_path):
         flat = sorted(d for docs in got.values() for d in docs)
         assert len(flat) == len(set(flat)), "records twice after a re-run"
         assert all(("-w" in u) == bool(extra) for u in got), sorted(got)
+
+
+# --------------------------------------------------------------------- crashes and hangs
+
+CRASHER = '''
+"""Test decoder: kills its own process (as a crash in C would) or hangs, on one URI."""
+import os
+import signal
+import time
+
+from c2scribe.decoders.api import HttpDecoder
+
+
+class Crasher(HttpDecoder):
+    name = "crasher"
+    version = "0"
+
+    def request(self, tx, ctx):
+        if tx.uri and tx.uri.startswith("/index"):
+            if os.environ.get("CRASHER_HANG"):
+                time.sleep(3600)
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return None
+'''
+
+
+@pytest.mark.parametrize("mode", ["crash", "hang"])
+def test_unit_that_kills_its_worker_is_reported_and_the_run_goes_on(tmp_path, mode):
+    """A unit whose processing kills its process (SIGSEGV) or hangs is retried once, then
+    recorded as failed with the reason, its partial outputs removed; the other units run."""
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    write_samples(str(good))
+    bad.mkdir()
+    shutil.copy(good / "web-keepalive.pcap", bad / "web-keepalive.pcap")   # GET /index...
+    os.remove(good / "web-keepalive.pcap")
+    dec = tmp_path / "crasher.py"
+    dec.write_text(CRASHER)
+    env = dict(os.environ, CRASHER_HANG="1" if mode == "hang" else "")
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "c2scribe", "run", "--workers", "2",
+                        "--input", f"{good}/*", f"{bad}/*", "--output", str(out),
+                        "--decoder", str(dec), "--unit-timeout", "8"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert p.returncode == 1, p.stderr
+    files, units = status_of(out)
+    failed = [u for u in units.values() if u["failure"]]
+    assert len(failed) == 1 and failed[0]["sensor"] == "bad", units
+    why = "killed by SIGSEGV" if mode == "crash" else "longer than 8 s"
+    assert "failed 2 times" in failed[0]["failure"] and why in failed[0]["failure"]
+    assert files[str(bad / "web-keepalive.pcap")]["status"] == "failed"
+    assert all(s["status"] == "ok" for f, s in files.items() if f.startswith(str(good)))
+    assert "unit failed 2 times" in p.stderr and why in p.stderr
+    # nothing of the failed unit in the outputs; the good unit's records are there
+    leftovers = [x for x in out.rglob("*") if failed[0]["unit"] in x.name
+                 and "_status" not in x.parts]
+    assert not leftovers, leftovers
+    ok_unit = next(u for u in units.values() if u["sensor"] == "good")
+    assert ok_unit["records"].get("c2scribe.http", 0) > 0

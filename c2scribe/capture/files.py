@@ -89,16 +89,35 @@ def _inflate(f, kind: str, first: bytes, size: int) -> Iterator[bytes]:
         raise ValueError("cut")
 
 
+def _open(path: str):
+    """A local file, or an object (gs://, s3://, hdfs://, ...) through Beam's FileSystems
+    when the pipeline extras are installed; never decompressed by the filesystem layer
+    (compression is recognised by content here)."""
+    if "://" not in path:
+        try:
+            return open(path, "rb")
+        except OSError as e:
+            raise CaptureOpenError(path, f"cannot open: {e.strerror or e}") from None
+    try:
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+    except ImportError:
+        raise CaptureOpenError(path, "cannot open: reading URLs needs Apache Beam's "
+                               "filesystems (pip install 'c2scribe[pipeline]' and the "
+                               "extra for the store, e.g. apache-beam[gcp])") from None
+    try:
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as e:  # noqa: BLE001 - BeamIOError, missing filesystem, auth, ...
+        raise CaptureOpenError(path, f"cannot open: {e}") from None
+
+
 def read_chunks(path: str, size: int = CHUNK) -> Iterator[bytes]:
     """The decompressed bytes of a capture file, chunk by chunk (chunks of at most `size`).
 
     A damaged or cut compressed stream raises CaptureOpenError, with the decompressed offset
     reached, after every byte before the damage was yielded.
     """
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise CaptureOpenError(path, f"cannot open: {e.strerror or e}") from None
+    f = _open(path)
     with f:
         head = f.read(6)
         kind = compression_of(head)

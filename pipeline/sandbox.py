@@ -1,0 +1,152 @@
+"""Units run in a child process, so that one that crashes it (a bug in C, a decoder that
+exhausts memory) or hangs is reported and the worker goes on with the next.
+
+A Beam worker keeps one child (`python -m pipeline.sandbox`) and hands it units one at a
+time over a pipe: pickled (unit, output, decoders, format, body_keep) in, pickled (statuses,
+summary) out. If the child dies or exceeds the time limit, it is replaced and the unit is
+tried once more; a unit that kills its process twice is recorded as failed, with the
+reason, and its partial outputs are removed. The child also keeps libnids' global state out
+of the Beam worker process.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+_HDR = struct.Struct("!Q")
+
+
+class UnitCrashed(Exception):
+    """The child process died or hung while running a unit."""
+
+
+def _send(f, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    f.write(_HDR.pack(len(data)) + data)
+    f.flush()
+
+
+def _recv_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+class UnitProcess:
+    """One child process that runs units (started on first use, replaced when it dies)."""
+
+    def __init__(self, timeout: float | None = None):
+        self.timeout = timeout or None
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        env = dict(os.environ)
+        # the child must import the same c2scribe/pipeline as this process
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                    else "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.sandbox"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+    def _describe_death(self) -> str:
+        rc = self.proc.poll() if self.proc else None
+        if rc is None:
+            return "did not answer"
+        if rc < 0:
+            try:
+                return f"was killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                return f"was killed by signal {-rc}"
+        return f"exited with status {rc}"
+
+    def run(self, *job):
+        """(statuses, summary) of one unit; UnitCrashed when the child died or hung."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        try:
+            _send(self.proc.stdin, job)
+            n = _HDR.unpack(_recv_exact(self.proc.stdout.fileno(), _HDR.size, deadline))[0]
+            return pickle.loads(_recv_exact(self.proc.stdout.fileno(), n, deadline))
+        except TimeoutError:
+            self.kill()
+            raise UnitCrashed(f"took longer than {self.timeout:g} s (killed)") from None
+        except (EOFError, BrokenPipeError, OSError):
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            why = self._describe_death()
+            self.kill()
+            raise UnitCrashed(f"its process {why}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for f in (self.proc.stdin, self.proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()              # the child's loop ends at EOF
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+
+def run_isolated(sandbox: UnitProcess, unit, output: str, decoders, fmt: str,
+                 body_keep: int, attempts: int = 2):
+    """(statuses, summary) of a unit run in the sandbox, tried `attempts` times."""
+    from .work import failed_status
+    why = ""
+    for _ in range(attempts):
+        try:
+            return sandbox.run(unit, output, decoders, fmt, body_keep)
+        except UnitCrashed as e:
+            why = str(e)
+            print(f"c2scribe run: unit {unit.unit_id}: {why}", file=sys.stderr)
+    return failed_status(unit, output, f"unit failed {attempts} times: {why}")
+
+
+def main() -> None:
+    """The child: units in on stdin, results out on stdout; stdout is kept for the protocol
+    (anything printed goes to stderr)."""
+    from .work import process_unit
+    inp, out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    while True:
+        hdr = inp.read(_HDR.size)
+        if len(hdr) < _HDR.size:
+            return
+        job = pickle.loads(inp.read(_HDR.unpack(hdr)[0]))
+        _send(out, process_unit(*job))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""The work on one unit, without the Beam graph: engine + decoders -> sinks -> status.
+
+`process_unit` is what a worker does with a unit (a sensor's chain of files, or a time
+window of it), exactly as `c2scribe transcript` drives the engine: run_chain over the unit's
+files, then the decoders over the records. Records stream straight to the unit's own files:
+Parquet datasets OUTPUT/<dataset>/date=.../sensor=.../part-<unit>-<n>.parquet, or
+OUTPUT/<dataset>/<unit>.jsonl, written under temporary names and renamed, so a retried unit
+or a re-run replaces them. Its status records (one per file, then the unit's totals) go to
+OUTPUT/_status/<unit>.jsonl. Files go through Beam's FileSystems (local paths, gs://, s3://
+...), imported only when used: pipeline.sandbox runs this in a plain child process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+
+from c2scribe.render.jsonl import dumps
+
+from .units import Unit
+
+#: Output datasets (directory names) by the records' event.dataset.
+DATASETS = {
+    "c2scribe.connection": "connection",
+    "c2scribe.http": "http",
+    "c2scribe.capture_error": "capture_error",
+    "c2scribe.warning": "warning",
+    "c2scribe.c2": "c2",
+    "c2scribe.decode_error": "decode_error",
+}
+STATUS_DIR = "_status"
+
+
+def _fs():
+    from apache_beam.io.filesystems import FileSystems
+    return FileSystems
+
+
+def _join(*parts: str) -> str:
+    return _fs().join(*parts)
+
+
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def _ensure_dir(path: str) -> None:
+    if not _remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+
+def _replace(tmp: str, path: str) -> None:
+    if not _remote(path):
+        os.replace(tmp, path)
+    else:                                   # object stores: copy-then-delete semantics
+        if _fs().exists(path):
+            _fs().delete([path])
+        _fs().rename([tmp], [path])
+
+
+def _write_atomic(path: str, lines: list[bytes]) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    _ensure_dir(path)
+    with _fs().create(tmp) as f:
+        for b in lines:
+            f.write(b + b"\n")
+    _replace(tmp, path)
+
+
+def clip_bodies(rec, limit: int):
+    """HTTP bodies kept past `limit` bytes are cut there (and flagged): decoders need whole
+    bodies, the stored records only their first bytes (sha256 and lengths stay whole)."""
+    from c2scribe.schema import HttpTransaction
+    if not isinstance(rec, HttpTransaction):
+        return rec
+    ch = {}
+    for body, flag in (("request_body", "request_body_truncated"),
+                       ("response_body", "response_body_truncated")):
+        v = getattr(rec, body)
+        if v is not None and len(v) > limit:
+            ch[body], ch[flag] = v[:limit], True
+    return dataclasses.replace(rec, **ch) if ch else rec
+
+
+# ------------------------------------------------------------------------------------ sinks
+
+class JsonlUnitSink:
+    """The records of one unit: one JSON-lines file per dataset, replaced atomically.
+
+    Datasets the unit has no records for lose any file an earlier run left for it.
+    """
+
+    def __init__(self, root: str, unit_id: str, bodies: bool = False):
+        self.root, self.unit_id, self.bodies = root, unit_id, bodies
+        self._files: dict[str, tuple[str, object]] = {}
+        self.counts: dict[str, int] = {}
+
+    def _target(self, name: str) -> str:
+        return _join(self.root, name, f"{self.unit_id}.jsonl")
+
+    def write(self, dataset: str, doc: bytes) -> None:
+        name = DATASETS.get(dataset, dataset.rsplit(".", 1)[-1])
+        ent = self._files.get(name)
+        if ent is None:
+            target = self._target(name)
+            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            _ensure_dir(target)
+            ent = self._files[name] = (tmp, _fs().create(tmp))
+        ent[1].write(doc + b"\n")
+        self.counts[dataset] = self.counts.get(dataset, 0) + 1
+
+    def write_record(self, rec) -> None:
+        self.write(rec.dataset, dumps(rec.to_json(bodies=self.bodies)))
+
+    def close(self) -> None:
+        for name, (tmp, f) in self._files.items():
+            f.close()
+            _replace(tmp, self._target(name))
+        for name in set(DATASETS.values()) - set(self._files):
+            stale = self._target(name)
+            if _fs().exists(stale):
+                _fs().delete([stale])
+        self._files = {}
+
+    def abort(self) -> None:
+        for tmp, f in self._files.values():
+            try:
+                f.close()
+                _fs().delete([tmp])
+            except Exception:  # noqa: BLE001 - best effort cleanup
+                pass
+        self._files = {}
+
+
+def _sensor_dir(sensor: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", sensor).lstrip("._-") or "sensor"
+    return safe[:200]
+
+
+class ParquetUnitSink:
+    """The records of one unit through transforms.parquet.ParquetDatasetWriter:
+    OUTPUT/<dataset>/date=.../sensor=<sensor>/part-<unit>-<n>.parquet.
+
+    Remote outputs (gs://, s3://, ...) are written to a local staging directory, then copied
+    file by file through Beam's FileSystems; files of this unit from an earlier run that this
+    run did not write are deleted there too.
+    """
+
+    def __init__(self, root: str, unit_id: str, sensor: str, bodies: bool = False):
+        from transforms.parquet import ParquetDatasetWriter
+        self.root, self.unit_id, self.sensor = root, unit_id, _sensor_dir(sensor)
+        self._stage = tempfile.mkdtemp(prefix="c2scribe-parquet-") if _remote(root) else None
+        self._w = ParquetDatasetWriter(self._stage or root, sensor=self.sensor, unit=unit_id,
+                                       bodies=bodies)
+        self.counts: dict[str, int] = {}
+
+    def write_record(self, rec) -> None:
+        self._w.write(rec)
+        self.counts[rec.dataset] = self.counts.get(rec.dataset, 0) + 1
+
+    def close(self) -> None:
+        written = self._w.close()
+        if self._stage is None:
+            return
+        try:
+            targets = set()
+            for local in written:
+                rel = os.path.relpath(local, self._stage)
+                target = _join(self.root, *rel.split(os.sep))
+                targets.add(target)
+                tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+                with open(local, "rb") as src, _fs().create(tmp) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                _replace(tmp, target)
+            pattern = _join(self.root, "*", "date=*", f"sensor={self.sensor}",
+                            f"part-{self.unit_id}-*.parquet")
+            rx = re.compile(re.escape(f"part-{self.unit_id}-") + r"\d{5,}\.parquet$")
+            stale = [m.path for r in _fs().match([pattern]) for m in r.metadata_list
+                     if rx.search(m.path) and m.path not in targets]
+            if stale:
+                _fs().delete(stale)
+        finally:
+            shutil.rmtree(self._stage, ignore_errors=True)
+
+    def abort(self) -> None:
+        self._w.abort()
+        if self._stage:
+            shutil.rmtree(self._stage, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ units
+
+def engine_options(decoders: bool, body_keep: int = 0, unit: Unit | None = None):
+    """The engine limits `c2scribe transcript --format jsonl` uses (same records): bodies
+    kept up to body_keep (decoders: whole, clipped when stored), plus the unit's window."""
+    from c2scribe.engine import EngineOptions
+    o = dataclasses.replace(EngineOptions(), body_keep=body_keep,
+                            **(unit.engine_window() if unit is not None else {}))
+    if decoders:
+        return dataclasses.replace(o, body_keep=max(body_keep, 64 << 20), stream_keep=0)
+    return o
+
+
+def file_status(unit: Unit, errors: dict) -> list[dict]:
+    """One status record per file: ok, damaged (at an offset) or unreadable, with the reason.
+
+    In a windowed unit a file is read by several windows: its record comes from the window
+    that owns it (the one its first packet falls in), or the one that found its damage.
+    """
+    out = []
+    for i, path in enumerate(unit.files):
+        err = errors.get(path)
+        if unit.owned and not unit.owned[i] and err is None:
+            continue
+        st = {"record": "file", "unit": unit.unit_id, "sensor": unit.sensor, "file": path,
+              "order": i, "size": unit.sizes[i] if unit.sizes else None,
+              "first_packet_us": unit.first_ts_us[i] if unit.first_ts_us else None,
+              "status": "ok", "offset": None, "packets_before": None, "reason": None}
+        if err is not None:
+            unreadable = err.packets_before == 0 and err.offset == 0
+            st.update(status="unreadable" if unreadable else "damaged", offset=err.offset,
+                      packets_before=err.packets_before, reason=err.message)
+        out.append(st)
+    return out
+
+
+def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parquet",
+                 body_keep: int = 64 << 10) -> tuple[list[dict], dict]:
+    """Process one unit; returns (file status records, the unit's summary), also written to
+    OUTPUT/_status/<unit>.jsonl. An exception inside becomes the unit's failure (its partial
+    outputs are removed): bad input never sinks a run."""
+    from c2scribe.capture import run_chain
+    from c2scribe.engine import Engine
+    from c2scribe.schema import CaptureError, StreamChunk
+
+    t0 = time.monotonic()
+    bodies = body_keep > 0
+    sink = (ParquetUnitSink(output, unit.unit_id, unit.sensor, bodies)
+            if fmt == "parquet" else JsonlUnitSink(output, unit.unit_id, bodies))
+    errors: dict[str, CaptureError] = {}
+    failure = None
+    counters: dict = {}
+    runner = None
+    engine = None
+    try:
+        if decoders:
+            from c2scribe.decoders import DecoderRunner, load
+            runner = DecoderRunner([load(spec) for spec in decoders])
+        # no decoders and JSON lines: the C engine writes the documents itself
+        fast = runner is None and fmt == "jsonl"
+        engine = Engine(engine_options(bool(runner), body_keep, unit), jsonl=fast,
+                        bodies=fast and bodies,
+                        stream_chunks=bool(runner and runner.wants_stream_chunks))
+        if fast:
+            for dataset, doc in run_chain(engine, unit.files):
+                if dataset == CaptureError.dataset:
+                    e = CaptureError(**{a: json.loads(doc).get(n) for a, n in
+                                        (("file", "c2scribe.capture.file"),
+                                         ("offset", "c2scribe.capture.offset"),
+                                         ("packets_before",
+                                          "c2scribe.capture.packets_before"),
+                                         ("message", "error.message"))})
+                    errors.setdefault(e.file, e)
+                sink.write(dataset, doc)
+        else:
+            limit = body_keep
+
+            def emit(rec) -> None:
+                if not isinstance(rec, StreamChunk):
+                    sink.write_record(clip_bodies(rec, limit) if runner else rec)
+
+            for rec in run_chain(engine, unit.files):
+                if isinstance(rec, CaptureError):
+                    errors.setdefault(rec.file, rec)
+                if runner is not None:
+                    for msg in runner.feed(rec):
+                        emit(msg)
+                emit(rec)
+            if runner is not None:
+                for msg in runner.finish():
+                    emit(msg)
+        counters = getattr(engine, "final_counters", {})
+        sink.close()
+    except Exception as e:  # noqa: BLE001 - a unit must not sink the run
+        failure = f"{type(e).__name__}: {e}"
+        sink.abort()
+        traceback.print_exc(file=sys.stderr)
+        remove_unit_outputs(output, unit.unit_id)
+    finally:
+        if engine is not None:
+            try:
+                engine.finish()
+            except Exception:  # noqa: BLE001
+                pass
+            del engine                  # one live engine per process
+
+    statuses = file_status(unit, errors)
+    if failure is not None:
+        for st in statuses:
+            if st["status"] == "ok":
+                st.update(status="failed", reason=failure)
+    decode_errors = sink.counts.get("c2scribe.decode_error", 0)
+    w = unit.window
+    summary = {"record": "unit", "unit": unit.unit_id, "sensor": unit.sensor,
+               "files": len(unit.files), "records": dict(sorted(sink.counts.items())),
+               "packets": counters.get("packets", 0), "bytes": counters.get("bytes", 0),
+               "packets_skipped": counters.get("window_packets_skipped", 0),
+               "window": None if w is None else {"start_us": w.start_us,
+                                                 "end_us": w.end_us},
+               "decode_errors": decode_errors, "failure": failure,
+               "seconds": round(time.monotonic() - t0, 3)}
+    _write_atomic(_join(output, STATUS_DIR, f"{unit.unit_id}.jsonl"),
+                  [dumps(s) for s in statuses + [summary]])
+
+    return statuses, summary
+
+
+def remove_unit_outputs(output: str, unit_id: str) -> None:
+    """Whatever a failed unit left: its record files, finished or temporary (a crashed
+    process cannot clean up after itself). Its status file stays."""
+    fs = _fs()
+    pats = [_join(output, "*", f"{unit_id}.jsonl*"),
+            _join(output, "*", "date=*", "sensor=*", f"part-{unit_id}-*.parquet"),
+            _join(output, "*", "date=*", "sensor=*", f".part-{unit_id}-*.tmp")]
+    rx = re.compile(r"(?:^|/)\.?(?:part-)?" + re.escape(unit_id)
+                    + r"(?:\.jsonl(?:\.tmp-\w+)?|-\d{5,}\.parquet(?:\.\w+\.tmp)?)$")
+    found = []
+    for pat in pats:
+        try:
+            found += [m.path for r in fs.match([pat]) for m in r.metadata_list
+                      if rx.search(m.path)]
+        except Exception:  # noqa: BLE001 - nothing matched
+            pass
+    if found:
+        fs.delete(found)
+
+
+def failed_status(unit: Unit, output: str, reason: str) -> tuple[list[dict], dict]:
+    """The status of a unit that could not be processed at all (its process crashed or
+    hung): every file it owns is marked failed, and nothing of it stays in the outputs."""
+    remove_unit_outputs(output, unit.unit_id)
+    statuses = file_status(unit, {})
+    for st in statuses:
+        st.update(status="failed", reason=reason)
+    summary = {"record": "unit", "unit": unit.unit_id, "sensor": unit.sensor,
+               "files": len(unit.files), "records": {}, "packets": 0, "bytes": 0,
+               "packets_skipped": 0, "window": None if unit.window is None else
+               {"start_us": unit.window.start_us, "end_us": unit.window.end_us},
+               "decode_errors": 0, "failure": reason, "seconds": None}
+    _write_atomic(_join(output, STATUS_DIR, f"{unit.unit_id}.jsonl"),
+                  [dumps(s) for s in statuses + [summary]])
+    return statuses, summary
