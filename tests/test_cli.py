@@ -207,6 +207,11 @@ def test_demo(tmp_path):
     assert "GET /index.html" in out and "POST /beacon" in out
     assert not _bad_chars(out)
     assert any((tmp_path / "samples").iterdir())
+    # then the pipeline over the same captures, its Parquet read back
+    assert (tmp_path / "samples" / "run-output" / "http").is_dir()
+    assert "Parquet datasets" in out and "http" in out.split("Parquet datasets")[1]
+    assert "c2scribe run: 1 unit(s), 5 file(s): 5 ok" in p.stderr.decode()
+    assert "INFO:" not in p.stderr.decode()                  # Beam's chatter filtered
 
 
 def test_demo_jsonl(tmp_path):
