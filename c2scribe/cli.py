@@ -328,16 +328,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "--output DIR [--decoder NAME]...` (see `c2scribe run --help`)")
     r.add_argument("argv", nargs=argparse.REMAINDER)
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("backfill", add_help=False, prefix_chars="+",
+                       help="`c2scribe run`, incremental: only new or changed captures, and "
+                       "those a new decoder version concerns (see `c2scribe backfill --help`)")
+    b.add_argument("argv", nargs=argparse.REMAINDER)
+    b.set_defaults(func=lambda a: cmd_run(a, backfill=True))
     return p
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, backfill: bool = False) -> int:
     """The Beam pipeline; its own options are parsed by pipeline.run (Beam's too)."""
     from pipeline.logs import quiet_beam
     argv = [a for a in args.argv if a != "--beam-logs"]
     with quiet_beam(enabled=len(argv) == len(args.argv)) as tty:
         from pipeline.run import run
-        return run(argv, progress_out=tty)
+        return run(argv, progress_out=tty, backfill=backfill)
 
 
 def main(argv: list[str] | None = None) -> int:

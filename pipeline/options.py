@@ -72,3 +72,19 @@ class C2ScribeOptions(PipelineOptions):
         parser.add_argument("--progress", dest="progress", choices=("auto", "always", "never"),
                             default="auto", help="local runs: a progress line on stderr "
                             "(auto: when stderr is a terminal)")
+
+
+class BackfillOptions(PipelineOptions):
+    """`c2scribe backfill` only: which part of the archive, and a dry run."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--from", dest="since", default=None, metavar="DATE",
+                            help="backfill: only units holding capture time from DATE "
+                                 "(YYYY-MM-DD or ISO time, UTC)")
+        parser.add_argument("--to", dest="until", default=None, metavar="DATE",
+                            help="backfill: ... and before DATE")
+        parser.add_argument("--sensor", dest="sensors", action="append", default=None,
+                            metavar="NAME", help="backfill: only these sensors (repeatable)")
+        parser.add_argument("--dry-run", dest="dry_run", action="store_true",
+                            help="backfill: say what would be processed, and why; do nothing")

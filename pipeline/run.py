@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from .options import C2ScribeOptions
+from .options import BackfillOptions, C2ScribeOptions
 from .units import Unit, plan
 from .work import DATASETS, STATUS_DIR, _join, _remote, process_unit
 
@@ -66,14 +66,16 @@ class ProcessUnitFn(beam.DoFn):
         if getattr(self, "sandbox", None) is not None:
             self.sandbox.close()
 
-    def process(self, unit: Unit):
+    def process(self, element):
+        """element: a Unit, or (Unit, manifest job) in backfills."""
+        unit, job = element if isinstance(element, tuple) else (element, None)
         if self.sandbox is not None:
             from .sandbox import run_isolated
             statuses, summary = run_isolated(self.sandbox, unit, self.output, self.decoders,
-                                             self.fmt, self.body_keep)
+                                             self.fmt, self.body_keep, job)
         else:
             statuses, summary = process_unit(unit, self.output, self.decoders, self.fmt,
-                                             self.body_keep)
+                                             self.body_keep, job)
         c = self.c
         c["units"].inc()
         if summary["failure"]:
@@ -97,9 +99,10 @@ class ProcessUnitFn(beam.DoFn):
         yield summary
 
 
-def build(p: beam.Pipeline, units: list[Unit], output: str, decoders: list[str],
+def build(p: beam.Pipeline, units: list, output: str, decoders: list[str],
           fmt: str = "parquet", body_keep: int = 64 << 10, isolate: bool = True,
           unit_timeout: float | None = None):
+    """units: Units, or (Unit, manifest job) pairs (backfills)."""
     return (p
             | "Units" >> beam.Create(units)
             | "Redistribute" >> beam.Reshuffle()
@@ -278,20 +281,40 @@ decoder failed, 2 usage errors.
 """
 
 
-def run(argv: list[str] | None = None, progress_out=None) -> int:
-    """`c2scribe run ARGV`; progress_out: where the progress line goes (the terminal)."""
+BACKFILL_USAGE = """usage: c2scribe backfill --input PATTERN... --output DIR [--decoder NAME]...
+                         [--from DATE] [--to DATE] [--sensor NAME]... [--dry-run]
+                         [every option of c2scribe run]
+
+`c2scribe run`, incremental: only the units that are new or changed since their last
+successful run are processed (new or changed files, other options, decoders added or
+removed, or a new version of a decoder that produced output in the unit). What each unit was
+made from is kept in OUTPUT/_manifest/; a run killed half-way is completed by the next one.
+"""
+
+
+def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False) -> int:
+    """`c2scribe run ARGV` (or `c2scribe backfill ARGV`); progress_out: where the progress
+    line goes (the terminal)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     progress_out = progress_out or sys.stderr
+    name = "c2scribe backfill" if backfill else "c2scribe run"
     if any(a in ("-h", "--help") for a in argv):
         import argparse
-        p = argparse.ArgumentParser(prog="c2scribe run", usage=argparse.SUPPRESS,
-                                    add_help=False)
+        p = argparse.ArgumentParser(prog=name, usage=argparse.SUPPRESS, add_help=False)
         C2ScribeOptions._add_argparse_args(p)
-        print(USAGE + "\n" + p.format_help().split("\n", 1)[1], file=sys.stderr)
+        if backfill:
+            BackfillOptions._add_argparse_args(p)
+        print((BACKFILL_USAGE if backfill else USAGE) + "\n"
+              + p.format_help().split("\n", 1)[1], file=sys.stderr)
         return EXIT_OK
     opts = C2ScribeOptions(argv)
+    bopts = opts.view_as(BackfillOptions)
+    if not backfill and (bopts.since or bopts.until or bopts.sensors or bopts.dry_run):
+        print("c2scribe run: --from, --to, --sensor and --dry-run are backfill options "
+              "(c2scribe backfill)", file=sys.stderr)
+        return EXIT_USAGE
     if not opts.input or not opts.output:
-        print("c2scribe run: --input and --output are required (see --help)", file=sys.stderr)
+        print(f"{name}: --input and --output are required (see --help)", file=sys.stderr)
         return EXIT_USAGE
     if opts.decoder:
         from c2scribe.decoders import load
@@ -312,9 +335,32 @@ def run(argv: list[str] | None = None, progress_out=None) -> int:
         print(f"c2scribe run: no file matches {' '.join(opts.input)}", file=sys.stderr)
         return EXIT_USAGE
     output = opts.output if _remote(opts.output) else os.path.abspath(opts.output)
+    plan_all = units
+    elements: list = units
+    if backfill:
+        from . import backfill as bf
+        try:
+            since = bf.parse_date(bopts.since) if bopts.since else None
+            until = bf.parse_date(bopts.until) if bopts.until else None
+        except ValueError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        wanted = [u for u in units if bf.in_range(u, since, until)
+                  and (not bopts.sensors or u.sensor in bopts.sensors)]
+        todo, current, reasons = bf.select(wanted, output, opts.format, opts.body_keep,
+                                           bf.decoder_versions(opts.decoder or []))
+        print(f"{name}: {len(units)} unit(s) planned, {len(wanted)} in range, "
+              f"{len(current)} up to date, {len(todo)} to process", file=sys.stderr)
+        for u, _job in todo:
+            print(f"  {u.unit_id}: {reasons[u.unit_id]}", file=sys.stderr)
+        if bopts.dry_run:
+            return EXIT_OK
+        if not todo:
+            return EXIT_OK
+        units = [u for u, _job in todo]
+        elements = todo
     nfiles = len({f for u in units for f in u.files})
-    print(f"c2scribe run: {nfiles} file(s) in {len(units)} unit(s) -> {output}",
-          file=sys.stderr)
+    print(f"{name}: {nfiles} file(s) in {len(units)} unit(s) -> {output}", file=sys.stderr)
     popts = PipelineOptions(_local_defaults(argv, opts.workers))
     runner = popts.view_as(StandardOptions).runner
     local = runner in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner")
@@ -325,7 +371,7 @@ def run(argv: list[str] | None = None, progress_out=None) -> int:
     counters: dict[str, int] = {}
     try:
         p = beam.Pipeline(options=popts)
-        build(p, units, output, opts.decoder or [], opts.format, opts.body_keep,
+        build(p, elements, output, opts.decoder or [], opts.format, opts.body_keep,
               opts.isolate, opts.unit_timeout)
         result = p.run()
         result.wait_until_finish()
@@ -333,7 +379,7 @@ def run(argv: list[str] | None = None, progress_out=None) -> int:
     finally:
         if progress:
             progress.stop()
-    pruned = prune_outputs(output, units)
+    pruned = prune_outputs(output, plan_all)
     status = read_status(output, units)
     rc = summarize(status)
     if counters:

@@ -127,6 +127,11 @@ class JsonlUnitSink:
             stale = self._target(name)
             if _fs().exists(stale):
                 _fs().delete([stale])
+        # temporary files a killed run left
+        left = [m.path for r in _fs().match([_join(self.root, "*", f"{self.unit_id}.jsonl.tmp-*")])
+                for m in r.metadata_list]
+        if left:
+            _fs().delete(left)
         self._files = {}
 
     def abort(self) -> None:
@@ -232,10 +237,12 @@ def file_status(unit: Unit, errors: dict) -> list[dict]:
 
 
 def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parquet",
-                 body_keep: int = 64 << 10) -> tuple[list[dict], dict]:
+                 body_keep: int = 64 << 10, manifest: dict | None = None
+                 ) -> tuple[list[dict], dict]:
     """Process one unit; returns (file status records, the unit's summary), also written to
     OUTPUT/_status/<unit>.jsonl. An exception inside becomes the unit's failure (its partial
-    outputs are removed): bad input never sinks a run."""
+    outputs are removed): bad input never sinks a run. `manifest` (backfills): what the unit
+    is made of, written to OUTPUT/_manifest/ once its outputs are complete."""
     from c2scribe.capture import run_chain
     from c2scribe.engine import Engine
     from c2scribe.schema import CaptureError, StreamChunk
@@ -245,6 +252,7 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
     sink = (ParquetUnitSink(output, unit.unit_id, unit.sensor, bodies)
             if fmt == "parquet" else JsonlUnitSink(output, unit.unit_id, bodies))
     errors: dict[str, CaptureError] = {}
+    by_decoder: dict[str, int] = {}
     failure = None
     counters: dict = {}
     runner = None
@@ -273,8 +281,11 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
             limit = body_keep
 
             def emit(rec) -> None:
-                if not isinstance(rec, StreamChunk):
-                    sink.write_record(clip_bodies(rec, limit) if runner else rec)
+                if isinstance(rec, StreamChunk):
+                    return
+                if rec.dataset in ("c2scribe.c2", "c2scribe.decode_error"):
+                    by_decoder[rec.decoder] = by_decoder.get(rec.decoder, 0) + 1
+                sink.write_record(clip_bodies(rec, limit) if runner else rec)
 
             for rec in run_chain(engine, unit.files):
                 if isinstance(rec, CaptureError):
@@ -314,10 +325,13 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                "packets_skipped": counters.get("window_packets_skipped", 0),
                "window": None if w is None else {"start_us": w.start_us,
                                                  "end_us": w.end_us},
-               "decode_errors": decode_errors, "failure": failure,
-               "seconds": round(time.monotonic() - t0, 3)}
+               "decode_errors": decode_errors, "decoders": dict(sorted(by_decoder.items())),
+               "failure": failure, "seconds": round(time.monotonic() - t0, 3)}
     _write_atomic(_join(output, STATUS_DIR, f"{unit.unit_id}.jsonl"),
                   [dumps(s) for s in statuses + [summary]])
+    if manifest is not None and failure is None:
+        from .backfill import write_manifest
+        write_manifest(output, unit, manifest, summary)
 
     return statuses, summary
 

@@ -200,7 +200,9 @@ class ParquetDatasetWriter:
         """Files part-<unit>-<seq> not written by this run, in any dataset and date of this
         sensor (a re-run may put records under other dates, or have none of a dataset)."""
         mine = set(self._written)
-        pat = re.compile(re.escape(f"part-{self.unit}-") + r"\d{5,}\.parquet$")
+        # finished files of an earlier run, and temporary ones a killed run left
+        pat = re.compile(r"\.?" + re.escape(f"part-{self.unit}-") + r"\d{5,}\.parquet"
+                         r"(?:\.[0-9a-f]+\.tmp)?$")
         if not os.path.isdir(self.root):
             return
         for ds in os.listdir(self.root):
