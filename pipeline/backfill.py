@@ -22,7 +22,7 @@ import json
 import os
 
 from .units import Unit
-from .work import _fs, _join, _remote, _write_atomic
+from .work import _fs, _glob, _join, _open_read, _remote, _write_atomic
 
 MANIFEST_DIR = "_manifest"
 _HASH_CHUNK = 1 << 20
@@ -66,15 +66,10 @@ def manifest_path(output: str, unit_id: str) -> str:
 
 
 def read_manifests(output: str) -> dict[str, dict]:
-    fs = _fs()
     out: dict[str, dict] = {}
-    try:
-        found = fs.match([_join(output, MANIFEST_DIR, "*.json")])[0].metadata_list
-    except Exception:  # noqa: BLE001 - no manifest yet
-        return out
-    for md in found:
+    for path in _glob(_join(output, MANIFEST_DIR, "*.json")):
         try:
-            with fs.open(md.path) as f:
+            with _open_read(path) as f:
                 m = json.loads(f.read())
             out[m["unit"]] = m
         except Exception:  # noqa: BLE001 - a damaged manifest: the unit is redone

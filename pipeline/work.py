@@ -12,6 +12,7 @@ OUTPUT/_status/<unit>.jsonl. Files go through Beam's FileSystems (local paths, g
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -43,12 +44,50 @@ def _fs():
     return FileSystems
 
 
-def _join(*parts: str) -> str:
-    return _fs().join(*parts)
-
+# Local paths go through os and glob, so that the sandbox child does not import Beam for a
+# local run; other filesystems (gs://, s3://, ...) through Beam's FileSystems.
 
 def _remote(path: str) -> bool:
     return "://" in path
+
+
+def _join(*parts: str) -> str:
+    return _fs().join(*parts) if _remote(parts[0]) else os.path.join(*parts)
+
+
+def _exists(path: str) -> bool:
+    return _fs().exists(path) if _remote(path) else os.path.exists(path)
+
+
+def _delete(paths: list[str]) -> None:
+    if not paths:
+        return
+    remote = [p for p in paths if _remote(p)]
+    if remote:
+        _fs().delete(remote)
+    for p in paths:
+        if not _remote(p):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+def _create(path: str):
+    return _fs().create(path) if _remote(path) else open(path, "wb")
+
+
+def _open_read(path: str):
+    return _fs().open(path) if _remote(path) else open(path, "rb")
+
+
+def _glob(pattern: str) -> list[str]:
+    if not _remote(pattern):
+        return glob.glob(pattern)
+    try:
+        return [m.path for r in _fs().match([pattern]) for m in r.metadata_list]
+    except Exception:  # noqa: BLE001 - Beam raises when nothing matches on some stores
+        return []
 
 
 def _ensure_dir(path: str) -> None:
@@ -68,7 +107,7 @@ def _replace(tmp: str, path: str) -> None:
 def _write_atomic(path: str, lines: list[bytes]) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     _ensure_dir(path)
-    with _fs().create(tmp) as f:
+    with _create(tmp) as f:
         for b in lines:
             f.write(b + b"\n")
     _replace(tmp, path)
@@ -112,7 +151,7 @@ class JsonlUnitSink:
             target = self._target(name)
             tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
             _ensure_dir(target)
-            ent = self._files[name] = (tmp, _fs().create(tmp))
+            ent = self._files[name] = (tmp, _create(tmp))
         ent[1].write(doc + b"\n")
         self.counts[dataset] = self.counts.get(dataset, 0) + 1
 
@@ -125,20 +164,17 @@ class JsonlUnitSink:
             _replace(tmp, self._target(name))
         for name in set(DATASETS.values()) - set(self._files):
             stale = self._target(name)
-            if _fs().exists(stale):
-                _fs().delete([stale])
+            if _exists(stale):
+                _delete([stale])
         # temporary files a killed run left
-        left = [m.path for r in _fs().match([_join(self.root, "*", f"{self.unit_id}.jsonl.tmp-*")])
-                for m in r.metadata_list]
-        if left:
-            _fs().delete(left)
+        _delete(_glob(_join(self.root, "*", f"{self.unit_id}.jsonl.tmp-*")))
         self._files = {}
 
     def abort(self) -> None:
         for tmp, f in self._files.values():
             try:
                 f.close()
-                _fs().delete([tmp])
+                _delete([tmp])
             except Exception:  # noqa: BLE001 - best effort cleanup
                 pass
         self._files = {}
@@ -339,21 +375,12 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
 def remove_unit_outputs(output: str, unit_id: str) -> None:
     """Whatever a failed unit left: its record files, finished or temporary (a crashed
     process cannot clean up after itself). Its status file stays."""
-    fs = _fs()
     pats = [_join(output, "*", f"{unit_id}.jsonl*"),
             _join(output, "*", "date=*", "sensor=*", f"part-{unit_id}-*.parquet"),
             _join(output, "*", "date=*", "sensor=*", f".part-{unit_id}-*.tmp")]
     rx = re.compile(r"(?:^|/)\.?(?:part-)?" + re.escape(unit_id)
                     + r"(?:\.jsonl(?:\.tmp-\w+)?|-\d{5,}\.parquet(?:\.\w+\.tmp)?)$")
-    found = []
-    for pat in pats:
-        try:
-            found += [m.path for r in fs.match([pat]) for m in r.metadata_list
-                      if rx.search(m.path)]
-        except Exception:  # noqa: BLE001 - nothing matched
-            pass
-    if found:
-        fs.delete(found)
+    _delete([p for pat in pats for p in _glob(pat) if rx.search(p)])
 
 
 def failed_status(unit: Unit, output: str, reason: str) -> tuple[list[dict], dict]:

@@ -246,6 +246,20 @@ def test_max_bytes_splits_files(sample_records, tmp_path):
         len(of_type(sample_records, HttpTransaction))
 
 
+def test_row_groups_bound_memory(sample_records, tmp_path):
+    """Records are written a row group at a time into one open file per directory: several
+    row groups per file, and never more than a row group buffered."""
+    w = ParquetDatasetWriter(tmp_path, sensor=SENSOR, unit="u1", row_group_size=2)
+    for r in sample_records:
+        w.write(r)
+        assert all(len(o.records) < 2 for o in w._open.values())
+    files = w.close()
+    http = [f for f in files if "/http/" in f]
+    n_http = len(of_type(sample_records, HttpTransaction))
+    assert len(http) == 1 and pq.ParquetFile(http[0]).metadata.num_row_groups == -(-n_http // 2)
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]
+
+
 @pytest.mark.shared
 @pytest.mark.parametrize("rel,decoder", REAL, ids=[Path(r).name for r, _d in REAL])
 def test_real_capture_roundtrip(rel, decoder, tmp_path):
@@ -296,7 +310,7 @@ def test_failed_write_leaves_nothing(sample_records, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tp.pq, "write_table", boom)
+    monkeypatch.setattr(tp.pq.ParquetWriter, "write_table", boom)
     w = ParquetDatasetWriter(tmp_path, sensor=SENSOR, unit="u1")
     w.write_all(sample_records)
     with pytest.raises(OSError, match="disk full"):

@@ -23,7 +23,6 @@ import re
 import uuid
 from typing import Iterable
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from c2scribe.arrow import records_to_table, row_nbytes
@@ -67,30 +66,38 @@ def partition_date(record: Record) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=us // _US_PER_DAY)).isoformat()
 
 
-class _Buffer:
-    __slots__ = ("cls", "records", "nbytes", "seq")
+class _Open:
+    """One (dataset, date) directory being written: the open file, the row group being
+    buffered, and how much the file holds so far."""
+    __slots__ = ("cls", "records", "nbytes", "seq", "writer", "tmp", "final", "rows",
+                 "file_bytes")
 
     def __init__(self, cls: type):
         self.cls, self.records, self.nbytes, self.seq = cls, [], 0, 0
+        self.writer = self.tmp = self.final = None
+        self.rows = self.file_bytes = 0
 
 
 class ParquetDatasetWriter:
     """Write records as Parquet files under ``root``; see the module docstring for the layout.
 
     ``sensor`` and ``unit`` name the partition and the files: letters, digits, ``.``, ``_``
-    and ``-``. A file holds at most ``max_rows_per_file`` rows and about ``max_bytes`` of
-    uncompressed data (an estimate; a single larger record still makes its own file). Buffers
-    are per (dataset, date) directory; ``close()`` writes what is left and returns the paths
-    of all files written, in writing order. Not thread-safe; one writer per unit of work.
+    and ``-``. Records are buffered per (dataset, date) directory only up to a row group
+    (``row_group_size`` rows or about ``row_group_bytes`` of data), which is then written to
+    that directory's open file: memory stays bounded whatever the unit's size. A file is
+    finished (renamed into place) once it holds ``max_rows_per_file`` rows or about
+    ``max_bytes`` of data, or at ``close()``, which returns the paths of all files written,
+    in writing order. Not thread-safe; one writer per unit of work.
     """
 
     def __init__(self, root: str | os.PathLike, *, sensor: str, unit: str,
                  max_rows_per_file: int = 250_000, max_bytes: int = 256 << 20,
                  bodies: bool = False, compression: str = "zstd",
                  compression_level: int | None = None, row_group_size: int = 65_536,
-                 remove_stale: bool = True):
-        if max_rows_per_file < 1 or max_bytes < 1 or row_group_size < 1:
-            raise ValueError("max_rows_per_file, max_bytes and row_group_size must be >= 1")
+                 row_group_bytes: int = 16 << 20, remove_stale: bool = True):
+        if min(max_rows_per_file, max_bytes, row_group_size, row_group_bytes) < 1:
+            raise ValueError("max_rows_per_file, max_bytes, row_group_size and "
+                             "row_group_bytes must be >= 1")
         self.root = os.fspath(root)
         self.sensor = _check_name("sensor", sensor)
         self.unit = _check_name("unit", unit)
@@ -100,8 +107,9 @@ class ParquetDatasetWriter:
         self.compression = compression
         self.compression_level = compression_level
         self.row_group_size = row_group_size
+        self.row_group_bytes = min(row_group_bytes, max_bytes)
         self.remove_stale = remove_stale
-        self._buffers: dict[tuple[str, str], _Buffer] = {}
+        self._open: dict[tuple[str, str], _Open] = {}
         self._written: list[str] = []
         self._closed = False
 
@@ -111,45 +119,66 @@ class ParquetDatasetWriter:
                             f"sensor={self.sensor}")
 
     def write(self, record: Record) -> None:
-        """Buffer one record; writes a file when its directory's buffer is full."""
+        """Buffer one record; writes a row group when its directory's buffer is full."""
         if self._closed:
             raise ValueError("ParquetDatasetWriter is closed")
         cls = type(record)
         if not isinstance(record, Record) or not cls.dataset:
             raise TypeError(f"not a c2scribe record: {record!r:.100}")
         key = (cls.dataset, partition_date(record))
-        buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = _Buffer(cls)
-        elif buf.cls is not cls:
+        o = self._open.get(key)
+        if o is None:
+            o = self._open[key] = _Open(cls)
+        elif o.cls is not cls:
             raise TypeError(f"two record classes for dataset {cls.dataset}: "
-                            f"{buf.cls.__name__} and {cls.__name__}")
+                            f"{o.cls.__name__} and {cls.__name__}")
         size = row_nbytes(record, bodies=self.bodies)
-        if buf.records and buf.nbytes + size > self.max_bytes:
-            self._flush(key, buf)
-        buf.records.append(record)
-        buf.nbytes += size
-        if len(buf.records) >= self.max_rows_per_file or buf.nbytes >= self.max_bytes:
-            self._flush(key, buf)
+        if o.writer is not None and o.file_bytes + o.nbytes + size > self.max_bytes:
+            self._row_group(key, o)
+            self._finish_file(o)
+        o.records.append(record)
+        o.nbytes += size
+        if len(o.records) >= self.row_group_size or o.nbytes >= self.row_group_bytes or \
+                o.rows + len(o.records) >= self.max_rows_per_file:
+            self._row_group(key, o)
+            if o.rows >= self.max_rows_per_file or o.file_bytes >= self.max_bytes:
+                self._finish_file(o)
 
     def write_all(self, records: Iterable[Record]) -> None:
         for r in records:
             self.write(r)
 
     def close(self) -> list[str]:
-        """Write the buffered records, remove stale files of this unit; the files written."""
+        """Write the buffered records, finish the open files, remove stale files of this
+        unit; the files written."""
         if not self._closed:
-            for key, buf in self._buffers.items():
-                if buf.records:
-                    self._flush(key, buf)
+            try:
+                for key, o in self._open.items():
+                    if o.records:
+                        self._row_group(key, o)
+                    self._finish_file(o)
+            except BaseException:
+                self.abort()
+                raise
             if self.remove_stale:
                 self._remove_stale()
             self._closed = True
         return list(self._written)
 
     def abort(self) -> None:
-        """Drop what is buffered (files already written stay)."""
-        self._buffers.clear()
+        """Drop what is buffered and the files not finished (finished files stay)."""
+        for o in self._open.values():
+            if o.writer is not None:
+                try:
+                    o.writer.close()
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+                try:
+                    os.unlink(o.tmp)
+                except OSError:
+                    pass
+                o.writer = None
+        self._open.clear()
         self._closed = True
 
     def __enter__(self) -> "ParquetDatasetWriter":
@@ -166,35 +195,49 @@ class ParquetDatasetWriter:
         return list(self._written)
 
     # ------------------------------------------------------------------------------------
-    def _flush(self, key: tuple[str, str], buf: _Buffer) -> None:
-        dataset, date = key
-        table = records_to_table(buf.cls, buf.records, bodies=self.bodies)
-        directory = self.directory(dataset, date)
-        os.makedirs(directory, exist_ok=True)
-        final = os.path.join(directory, f"part-{self.unit}-{buf.seq:05d}.parquet")
-        self._write_atomic(table, final)
-        self._written.append(final)
-        buf.seq += 1
-        buf.records = []
-        buf.nbytes = 0
+    def _row_group(self, key: tuple[str, str], o: _Open) -> None:
+        """The buffered records as one row group of the directory's open file."""
+        if not o.records:
+            return
+        table = records_to_table(o.cls, o.records, bodies=self.bodies)
+        if o.writer is None:
+            directory = self.directory(*key)
+            os.makedirs(directory, exist_ok=True)
+            o.final = os.path.join(directory, f"part-{self.unit}-{o.seq:05d}.parquet")
+            o.tmp = os.path.join(directory, f".{os.path.basename(o.final)}."
+                                 f"{uuid.uuid4().hex}.tmp")
+            o.writer = pq.ParquetWriter(o.tmp, table.schema, compression=self.compression,
+                                        compression_level=self.compression_level)
+            o.rows = o.file_bytes = 0
+        o.writer.write_table(table, row_group_size=self.row_group_size)
+        o.rows += table.num_rows
+        o.file_bytes += o.nbytes
+        o.records = []
+        o.nbytes = 0
 
-    def _write_atomic(self, table: pa.Table, final: str) -> None:
-        directory, name = os.path.split(final)
-        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    def _finish_file(self, o: _Open) -> None:
+        """Close the open file, fsync it and rename it into place (readers never see half a
+        file)."""
+        if o.writer is None:
+            return
         try:
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f, compression=self.compression,
-                               compression_level=self.compression_level,
-                               row_group_size=self.row_group_size)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
+            o.writer.close()
+            fd = os.open(o.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(o.tmp, o.final)
         except BaseException:
             try:
-                os.unlink(tmp)
+                os.unlink(o.tmp)
             except OSError:
                 pass
+            o.writer = None
             raise
+        self._written.append(o.final)
+        o.writer = None
+        o.seq += 1
 
     def _remove_stale(self) -> None:
         """Files part-<unit>-<seq> not written by this run, in any dataset and date of this
