@@ -334,7 +334,38 @@ def build_parser() -> argparse.ArgumentParser:
                        "those a new decoder version concerns (see `c2scribe backfill --help`)")
     b.add_argument("argv", nargs=argparse.REMAINDER)
     b.set_defaults(func=lambda a: cmd_run(a, backfill=True))
+
+    k = sub.add_parser("kibana-import", add_help=False, prefix_chars="+",
+                       help="import c2scribe's Kibana data views, searches and dashboard "
+                       "(see `c2scribe kibana-import --help`)")
+    k.add_argument("argv", nargs=argparse.REMAINDER)
+    k.set_defaults(func=lambda a: __import__("c2scribe.kibana", fromlist=["main"]).main(a.argv))
+    _add_index_parser(sub)
     return p
+
+
+def _add_index_parser(sub) -> None:
+    """`c2scribe index OUTPUT_DIR --es-url URL`: the pipeline's output into Elasticsearch."""
+    from transforms.elasticsearch import add_arguments
+    ix = sub.add_parser(
+        "index", help="index the Parquet (or jsonl) output of `c2scribe run` into "
+        "Elasticsearch (ECS documents, dated indices; a re-run replaces, never doubles)",
+        description="Read the datasets of a `c2scribe run` output directory and index them "
+        "into Elasticsearch 8.x or 9.x: templates installed first, documents with "
+        "deterministic ids, rejected documents to a dead-letter file. Exit status: 0 all "
+        "indexed, 1 documents rejected or not sent, 2 usage errors or a cluster that cannot "
+        "be used (nothing sent).")
+    ix.add_argument("output_dir", metavar="OUTPUT_DIR", help="the --output of `c2scribe run`")
+    ix.add_argument("--dead-letter", metavar="FILE", default=None,
+                    help="JSON lines of rejected documents with the reason (default "
+                    "OUTPUT_DIR/_elasticsearch/dead-letter.jsonl)")
+    add_arguments(ix)
+    ix.set_defaults(func=cmd_index)
+
+
+def cmd_index(args) -> int:
+    from transforms.elasticsearch import run_index_command
+    return run_index_command(args)
 
 
 def cmd_run(args, backfill: bool = False) -> int:

@@ -36,7 +36,8 @@ from .work import DATASETS, STATUS_DIR, _join, _remote, process_unit
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COUNTERS = ("units", "units_failed", "files", "files_damaged", "files_unreadable", "packets",
-            "bytes", "connections", "transactions", "c2_messages", "decode_errors", "warnings")
+            "bytes", "connections", "transactions", "c2_messages", "decode_errors", "warnings",
+            "es_indexed", "es_rejected", "es_unsent")
 
 
 class ProcessUnitFn(beam.DoFn):
@@ -48,7 +49,7 @@ class ProcessUnitFn(beam.DoFn):
 
     def __init__(self, output: str, decoders: list[str] | None = None, fmt: str = "parquet",
                  body_keep: int = 64 << 10, isolate: bool = True,
-                 unit_timeout: float | None = None):
+                 unit_timeout: float | None = None, es=None):
         self.output = output
         self.fmt = fmt
         self.body_keep = body_keep
@@ -56,6 +57,8 @@ class ProcessUnitFn(beam.DoFn):
         self.isolate = isolate
         self.unit_timeout = unit_timeout
         self.sandbox = None
+        self.es = es                    # transforms.elasticsearch.EsConfig, or None
+        self.es_down = None             # this worker saw Elasticsearch go away: why
         self.c = {n: Metrics.counter("c2scribe", n) for n in COUNTERS}
 
     def setup(self):
@@ -69,13 +72,24 @@ class ProcessUnitFn(beam.DoFn):
     def process(self, element):
         """element: a Unit, or (Unit, manifest job) in backfills."""
         unit, job = element if isinstance(element, tuple) else (element, None)
+        # after an outage, later units of this worker are not indexed (each would wait
+        # through every retry again): their files are written, the run reports them
+        es = None if self.es_down else self.es
         if self.sandbox is not None:
             from .sandbox import run_isolated
             statuses, summary = run_isolated(self.sandbox, unit, self.output, self.decoders,
-                                             self.fmt, self.body_keep, job)
+                                             self.fmt, self.body_keep, job, es)
         else:
             statuses, summary = process_unit(unit, self.output, self.decoders, self.fmt,
-                                             self.body_keep, job)
+                                             self.body_keep, job, es)
+        if self.es is not None:
+            es_sum = summary.get("elasticsearch")
+            if es_sum is None and not summary["failure"]:
+                summary["elasticsearch"] = {"skipped": self.es_down, "complete": False}
+            elif es_sum is not None and es_sum.get("stopped"):
+                self.es_down = es_sum.get("reason") or "Elasticsearch stopped answering"
+            for name in ("indexed", "rejected", "unsent"):
+                self.c["es_" + name].inc((es_sum or {}).get(name, 0))
         c = self.c
         c["units"].inc()
         if summary["failure"]:
@@ -101,13 +115,13 @@ class ProcessUnitFn(beam.DoFn):
 
 def build(p: beam.Pipeline, units: list, output: str, decoders: list[str],
           fmt: str = "parquet", body_keep: int = 64 << 10, isolate: bool = True,
-          unit_timeout: float | None = None):
+          unit_timeout: float | None = None, es=None):
     """units: Units, or (Unit, manifest job) pairs (backfills)."""
     return (p
             | "Units" >> beam.Create(units)
             | "Redistribute" >> beam.Reshuffle()
             | "ProcessUnit" >> beam.ParDo(ProcessUnitFn(output, decoders, fmt, body_keep,
-                                                        isolate, unit_timeout)))
+                                                        isolate, unit_timeout, es)))
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -153,6 +167,7 @@ def summarize(status: list[dict], out=sys.stderr) -> int:
             records[k] = records.get(k, 0) + v
     decode_errors = sum(u.get("decode_errors", 0) for u in units)
     failed = [u for u in units if u.get("failure")]
+    es_units = [u for u in units if "elasticsearch" in u]
     print(f"c2scribe run: {len(units)} unit(s), {len(files)} file(s): "
           + ", ".join(f"{by_status.get(k, 0)} {k}" for k in ("ok", "damaged", "unreadable"))
           + (f", {by_status['failed']} failed" if by_status.get("failed") else ""), file=out)
@@ -167,28 +182,50 @@ def summarize(status: list[dict], out=sys.stderr) -> int:
     print("  records: " + (", ".join(f"{DATASETS.get(k, k)} {v}" for k, v in
                                      sorted(records.items())) or "none")
           + f"; decode errors {decode_errors}", file=out)
-    bad = any(s["status"] != "ok" for s in files) or decode_errors or failed
+    es_bad = False
+    if es_units:
+        t = {k: sum(u["elasticsearch"].get(k, 0) or 0 for u in es_units)
+             for k in ("indexed", "rejected", "unsent", "deleted")}
+        partial = [u for u in es_units if not u["elasticsearch"].get("complete")]
+        print(f"  Elasticsearch: {t['indexed']} documents indexed, {t['rejected']} rejected, "
+              f"{t['unsent']} not sent, {t['deleted']} older ones deleted", file=out)
+        reasons = sorted({u["elasticsearch"].get("reason") or u["elasticsearch"].get("skipped")
+                          or "" for u in partial} - {""})
+        if partial:
+            print(f"  Elasticsearch: {len(partial)} unit(s) not completely indexed"
+                  + (f" ({'; '.join(reasons)})" if reasons else "")
+                  + ": their files are complete; `c2scribe backfill` (or `c2scribe index`) "
+                  "indexes them again", file=out)
+        dead = sorted({u["elasticsearch"].get("dead_letter") for u in es_units
+                       if u["elasticsearch"].get("rejected")} - {None})
+        for d in dead:
+            print(f"  rejected documents, with the reasons: {d}", file=out)
+        es_bad = bool(partial or t["rejected"])
+    bad = any(s["status"] != "ok" for s in files) or decode_errors or failed or es_bad
     return EXIT_FAILED if bad else EXIT_OK
 
 
-def prune_outputs(output: str, units: list[Unit]) -> int:
+def prune_outputs(output: str, units: list[Unit]) -> tuple[int, set[str]]:
     """Outputs of an earlier run for the same chains under other unit ids (the chain was
     whole then and is windowed now, or the other way round, or has other windows): deleted,
-    so that records are never there twice. Returns how many files went."""
+    so that records are never there twice (their status and manifest files too). Returns
+    how many files went, and the unit ids they were of."""
     keep = {u.unit_id for u in units}
     bases = {re.sub(r"-w\d+$", "", u.unit_id) for u in units}
     rx = re.compile(r"(?:^|/)(?:part-)?(?P<unit>" + "|".join(re.escape(b) for b in sorted(bases))
-                    + r")(?P<w>-w\d+)?(?:-\d{5,}\.parquet|\.jsonl)$")
-    patterns = [_join(output, "*", "*.jsonl"), _join(output, "*", "date=*", "sensor=*", "*.parquet")]
-    stale = []
+                    + r")(?P<w>-w\d+)?(?:-\d{5,}\.parquet|\.jsonl|\.json)$")
+    patterns = [_join(output, "*", "*.jsonl"), _join(output, "_manifest", "*.json"),
+                _join(output, "*", "date=*", "sensor=*", "*.parquet")]
+    stale, gone = [], set()
     for r in FileSystems.match(patterns):
         for m in r.metadata_list:
             hit = rx.search(m.path)
             if hit and hit.group("unit") + (hit.group("w") or "") not in keep:
                 stale.append(m.path)
+                gone.add(hit.group("unit") + (hit.group("w") or ""))
     if stale:
         FileSystems.delete(stale)
-    return len(stale)
+    return len(stale), gone
 
 
 class Progress:
@@ -298,15 +335,23 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     argv = list(sys.argv[1:] if argv is None else argv)
     progress_out = progress_out or sys.stderr
     name = "c2scribe backfill" if backfill else "c2scribe run"
+    import argparse
+    from transforms import elasticsearch as es_mod
     if any(a in ("-h", "--help") for a in argv):
-        import argparse
         p = argparse.ArgumentParser(prog=name, usage=argparse.SUPPRESS, add_help=False)
         C2ScribeOptions._add_argparse_args(p)
         if backfill:
             BackfillOptions._add_argparse_args(p)
+        es_mod.add_arguments(p)
         print((BACKFILL_USAGE if backfill else USAGE) + "\n"
               + p.format_help().split("\n", 1)[1], file=sys.stderr)
         return EXIT_OK
+    # Elasticsearch options stay out of Beam's options: those are logged by workers and
+    # shown by runners' UIs, and may hold secrets
+    esp = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    es_mod.add_arguments(esp)
+    es_args, argv = esp.parse_known_args(argv)
+    es = es_mod.config_from_args(es_args)
     opts = C2ScribeOptions(argv)
     bopts = opts.view_as(BackfillOptions)
     if not backfill and (bopts.since or bopts.until or bopts.sensors or bopts.dry_run):
@@ -359,6 +404,13 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
             return EXIT_OK
         units = [u for u, _job in todo]
         elements = todo
+    if es is not None:
+        try:
+            es, info = es_mod.prepare(es)       # fails fast: nothing is done without it
+        except es_mod.EsError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{name}: indexing into {info.describe()}", file=sys.stderr)
     nfiles = len({f for u in units for f in u.files})
     print(f"{name}: {nfiles} file(s) in {len(units)} unit(s) -> {output}", file=sys.stderr)
     popts = PipelineOptions(_local_defaults(argv, opts.workers))
@@ -372,14 +424,22 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     try:
         p = beam.Pipeline(options=popts)
         build(p, elements, output, opts.decoder or [], opts.format, opts.body_keep,
-              opts.isolate, opts.unit_timeout)
+              opts.isolate, opts.unit_timeout, es)
         result = p.run()
         result.wait_until_finish()
         counters = read_counters(result)
     finally:
         if progress:
             progress.stop()
-    pruned = prune_outputs(output, plan_all)
+    pruned, gone = prune_outputs(output, plan_all)
+    if gone and es is not None:
+        try:
+            n = es_mod.delete_units(es, sorted(gone))
+            print(f"  Elasticsearch: {n} document(s) of {len(gone)} replaced unit(s) deleted",
+                  file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - reported; the next run tries again
+            print(f"  Elasticsearch: documents of replaced units not deleted: {e}",
+                  file=sys.stderr)
     status = read_status(output, units)
     rc = summarize(status)
     if counters:

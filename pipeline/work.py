@@ -273,23 +273,32 @@ def file_status(unit: Unit, errors: dict) -> list[dict]:
 
 
 def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parquet",
-                 body_keep: int = 64 << 10, manifest: dict | None = None
+                 body_keep: int = 64 << 10, manifest: dict | None = None, es=None
                  ) -> tuple[list[dict], dict]:
     """Process one unit; returns (file status records, the unit's summary), also written to
     OUTPUT/_status/<unit>.jsonl. An exception inside becomes the unit's failure (its partial
     outputs are removed): bad input never sinks a run. `manifest` (backfills): what the unit
-    is made of, written to OUTPUT/_manifest/ once its outputs are complete."""
+    is made of, written to OUTPUT/_manifest/ once its outputs are complete (and indexed).
+    `es` (a transforms.elasticsearch.EsConfig): the records are indexed as they are written;
+    once all are in, the unit's documents of earlier runs are deleted. An outage stops the
+    indexing, not the files."""
     from c2scribe.capture import run_chain
     from c2scribe.engine import Engine
     from c2scribe.schema import CaptureError, StreamChunk
 
     t0 = time.monotonic()
+    es_summary = None
     bodies = body_keep > 0
     sink = (ParquetUnitSink(output, unit.unit_id, unit.sensor, bodies)
             if fmt == "parquet" else JsonlUnitSink(output, unit.unit_id, bodies))
     errors: dict[str, CaptureError] = {}
     by_decoder: dict[str, int] = {}
     failure = None
+    indexer = None
+    if es is not None:
+        from transforms.elasticsearch import Indexer
+        indexer = Indexer(es, sensor=unit.sensor, unit=unit.unit_id,
+                          generation=uuid.uuid4().hex)
     counters: dict = {}
     runner = None
     engine = None
@@ -313,6 +322,8 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                                          ("message", "error.message"))})
                     errors.setdefault(e.file, e)
                 sink.write(dataset, doc)
+                if indexer is not None:
+                    indexer.add((dataset, doc))
         else:
             limit = body_keep
 
@@ -322,6 +333,8 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                 if rec.dataset in ("c2scribe.c2", "c2scribe.decode_error"):
                     by_decoder[rec.decoder] = by_decoder.get(rec.decoder, 0) + 1
                 sink.write_record(clip_bodies(rec, limit) if runner else rec)
+                if indexer is not None:
+                    indexer.add(rec)
 
             for rec in run_chain(engine, unit.files):
                 if isinstance(rec, CaptureError):
@@ -335,6 +348,7 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                     emit(msg)
         counters = getattr(engine, "final_counters", {})
         sink.close()
+        es_summary = _finish_index(indexer) if indexer is not None else None
     except Exception as e:  # noqa: BLE001 - a unit must not sink the run
         failure = f"{type(e).__name__}: {e}"
         sink.abort()
@@ -348,6 +362,8 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                 pass
             del engine                  # one live engine per process
 
+    if failure is not None and indexer is not None:
+        es_summary = dict(indexer.close().to_dict(), deleted=0, complete=False)
     statuses = file_status(unit, errors)
     if failure is not None:
         for st in statuses:
@@ -363,13 +379,30 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                                                  "end_us": w.end_us},
                "decode_errors": decode_errors, "decoders": dict(sorted(by_decoder.items())),
                "failure": failure, "seconds": round(time.monotonic() - t0, 3)}
+    if es_summary is not None:
+        summary["elasticsearch"] = es_summary
     _write_atomic(_join(output, STATUS_DIR, f"{unit.unit_id}.jsonl"),
                   [dumps(s) for s in statuses + [summary]])
-    if manifest is not None and failure is None:
+    if manifest is not None and failure is None and (es_summary is None or
+                                                     es_summary["complete"]):
         from .backfill import write_manifest
         write_manifest(output, unit, manifest, summary)
 
     return statuses, summary
+
+
+def _finish_index(indexer) -> dict:
+    """Send what is left; if every document was sent (rejections are final: they are in the
+    dead-letter file), delete the unit's older ones."""
+    res = indexer.close()
+    out = dict(res.to_dict(), deleted=0, complete=False)
+    if not res.stopped and not res.unsent:
+        try:
+            out["deleted"] = indexer.delete_stale()
+            out["complete"] = True
+        except Exception as e:  # noqa: BLE001 - an outage at the very end
+            out.update(stopped=True, reason=f"deleting older documents failed: {e}")
+    return out
 
 
 def remove_unit_outputs(output: str, unit_id: str) -> None:
