@@ -271,8 +271,8 @@ def identity(rec: Record, unit: str | None = None,
     capture file's base name, frame, time and Community ID; the transaction's index; the
     decoder and message sequence), made unique across sensors by the sensor's name (two
     sensors may hold copies of the same capture, or files of the same name): not by the
-    unit, which changes when a chain is cut into windows. Warnings are per unit and code (a
-    re-run with a new count replaces the old one); capture errors per unit, file and offset;
+    unit, which changes when a chain is cut into windows. Warnings are per unit, code and
+    text (a re-run with a new count replaces the old one); capture errors per unit, file and offset;
     decoder errors per unit and their whole content.
     """
     s = sensor or ""
@@ -284,7 +284,8 @@ def identity(rec: Record, unit: str | None = None,
         return (s, rec.message_id)
     u = unit or ""
     if isinstance(rec, EngineWarning):
-        return (u, rec.code)
+        # one code covers many texts (every libhtp message is "http_parser_message")
+        return (u, rec.code, rec.message or "")
     if isinstance(rec, CaptureError):
         return (u, rec.file or "", str(rec.offset))
     content = json.dumps(rec.to_json(), sort_keys=True, ensure_ascii=True)

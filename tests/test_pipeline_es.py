@@ -140,3 +140,70 @@ def test_outage_mid_run_keeps_parquet_and_backfill_completes_the_index(archive, 
         status = [json.loads(x) for f in (out / "_status").glob("*.jsonl")
                   for x in f.read_text().splitlines()]
         assert all(s["elasticsearch"]["complete"] for s in status if s["record"] == "unit")
+
+
+BEACONS = '''
+"""Test decoder: a message per POST /beacon (Caldera's sandcat uses it)."""
+from c2scribe.decoders.api import TO_OPERATOR, HttpDecoder, Message
+
+
+class Beacons(HttpDecoder):
+    name = "beacons"
+    version = "VERSION"
+
+    def want(self, head):
+        return head.method == "POST" and head.path == "/beacon"
+
+    def request(self, tx, ctx):
+        return Message(kind="checkin", direction=TO_OPERATOR, agent=tx.src_ip,
+                       text="beacon VERSION")
+'''
+
+
+def test_backfill_all_shared_testdata_into_elasticsearch(tmp_path):
+    """The issue's check: a backfill over ../shared/testdata indexes every record exactly
+    once, with values the installed templates accept (the fake node checks each against
+    the mapping); running it again changes nothing; a new version of one decoder redoes
+    exactly the units where it produced output."""
+    from helpers import find_testdata
+    td = find_testdata()
+    if td is None:
+        pytest.skip("../shared/testdata not found")
+    dec = tmp_path / "beacons.py"
+    dec.write_text(BEACONS.replace("VERSION", "1"))
+    out = tmp_path / "out"
+    with FakeElasticsearch("8.15.0") as es:
+        args = ["backfill", "--input", f"{td}/**/*", "--output", str(out), "--es-url", es.url,
+                "--decoder", str(dec)]
+        rc, err = cli(tmp_path, *args, timeout=900)
+        assert rc == 1, err                       # text files among them are unreadable
+        assert " 0 rejected" in err and "not completely indexed" not in err, err
+        n = records_in_parquet(out)
+        docs = es.docs("c2scribe-*")
+        assert len(docs) == n > 3000              # every record once: no id shared
+        ids = {k[1] for k in docs}
+        assert len(ids) == n
+        by_ds = {}
+        for d in docs.values():
+            by_ds[d["event.dataset"]] = by_ds.get(d["event.dataset"], 0) + 1
+        assert by_ds["c2scribe.c2"] > 50 and by_ds["c2scribe.http"] > 900
+        before = {k: v.get("c2scribe.capture.generation") for k, v in docs.items()}
+
+        rc, err = cli(tmp_path, *args, timeout=900)
+        assert rc == 0 and "0 to process" in err, err
+        after = es.docs("c2scribe-*")
+        assert {k: v.get("c2scribe.capture.generation") for k, v in after.items()} == before
+
+        dec.write_text(BEACONS.replace("VERSION", "2"))
+        rc, err = cli(tmp_path, *args, timeout=900)
+        assert rc == 0, err
+        redone = [line.strip().split(": ", 1) for line in err.splitlines()
+                  if line.startswith("  ") and "decoder version changed" in line]
+        produced = {json.loads(p.read_text())["unit"] for p in (out / "_manifest").glob("*.json")
+                    if json.loads(p.read_text())["decoders"]["beacons"]["produced"]}
+        assert {u for u, _why in redone} == produced and len(produced) >= 1
+        assert "to process" in err and f"{len(produced)} to process" in err
+        texts = {d["c2scribe.c2.text"] for d in es.docs("c2scribe-c2-*").values()
+                 if d.get("c2scribe.decoder.name") == "beacons"}
+        assert texts == {"beacon 2"}
+        assert es.count("c2scribe-*") == records_in_parquet(out) == n
