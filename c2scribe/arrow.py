@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -111,46 +113,140 @@ def to_arrow_row(record: Record, *, bodies: bool = False) -> dict[str, Any]:
 def records_to_table(cls: type, records: Iterable[Record], *, bodies: bool = False) -> pa.Table:
     """A table of records of one class (column by column; every record must be a ``cls``)."""
     records = list(records)
-    for r in records:
-        if type(r) is not cls:
-            raise TypeError(f"records_to_table({cls.__name__}): got a {type(r).__name__}")
+    if set(map(type, records)) - {cls}:
+        bad = next(r for r in records if type(r) is not cls)
+        raise TypeError(f"records_to_table({cls.__name__}): got a {type(bad).__name__}")
     schema = arrow_schema(cls)
     n = len(records)
     arrays = [pa.array([cls.dataset] * n, pa.string()),
               pa.array([SCHEMA_VERSION] * n, pa.int32())]
-    for attr, _name, type_, _j in fields_of(cls):
-        typ = ARROW_TYPES[type_]
+    for get, type_, typ, conv in _table_plan(cls):
         if type_ == "bytes" and not bodies:
             arrays.append(pa.nulls(n, typ))
             continue
-        vals = [getattr(r, attr) for r in records]
-        conv = _COLUMN_CONVERT.get(type_)
-        if conv is not None:
-            vals = [None if v is None else conv(v) for v in vals]
-        arrays.append(pa.array(vals, typ))
+        vals = list(map(get, records))
+        if conv is None:
+            arrays.append(pa.array(vals, typ))
+            continue
+        if type_ in _DIRECT:
+            # header pairs as (name, value) tuples and string lists as any sequence convert
+            # as they are; anything else takes the converter, exactly as before
+            try:
+                arrays.append(pa.array(vals, typ))
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+                pass
+        arrays.append(pa.array([None if v is None else conv(v) for v in vals], typ))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+#: converted column types that pa.array usually takes unconverted (tried first)
+_DIRECT = frozenset(("headers", "strlist"))
+_TABLE_PLANS: dict[type, list] = {}
+
+
+def _table_plan(cls: type) -> list:
+    """(attrgetter, schema type, Arrow type, converter) of each field of a class (cached)."""
+    got = _TABLE_PLANS.get(cls)
+    if got is None:
+        got = _TABLE_PLANS[cls] = [(attrgetter(attr), type_, ARROW_TYPES[type_],
+                                    _COLUMN_CONVERT.get(type_))
+                                   for attr, _name, type_, _j in fields_of(cls)]
+    return got
+
+
 def row_nbytes(record: Record, *, bodies: bool = False) -> int:
-    """A rough size of a record in memory as Arrow data (for sizing files), in bytes."""
-    total = 0
-    for attr, _name, type_, _j in fields_of(type(record)):
-        v = getattr(record, attr)
-        if v is None:
-            total += 1
-        elif type_ in ("str", "ip", "json") and isinstance(v, str):
-            total += len(v) + 4
-        elif type_ == "bytes":
-            total += (len(v) + 4) if bodies else 1
-        elif type_ == "headers":
-            total += sum(len(a) + len(b) + 8 for a, b in v) + 4
-        elif type_ == "strlist":
-            total += sum(len(s) + 4 for s in v) + 4
-        elif type_ == "json":
-            total += 64
+    """A rough size of a record in memory as Arrow data (for sizing files), in bytes.
+
+    None: 1; str, ip and str-valued json: length + 4; other json: 64; bytes: length + 4 with
+    ``bodies``, else 1; headers: the lengths of names and values + 8 per pair, + 4; strlist:
+    length + 4 per string, + 4; anything else (int, bool, ts): 8.
+    """
+    key = (type(record), bodies)
+    fn = _NBYTES.get(key)
+    if fn is None:
+        fn = _NBYTES[key] = _nbytes_plan(*key)
+    return fn(record)
+
+
+_NBYTES: dict[tuple[type, bool], Any] = {}
+
+
+def _getter(attrs: list[str]):
+    if not attrs:
+        return lambda r: ()
+    if len(attrs) == 1:
+        one = attrgetter(attrs[0])
+        return lambda r: (one(r),)
+    return attrgetter(*attrs)
+
+
+def _nbytes_slow(type_: str, v, bodies: bool) -> int:
+    """One value, by the rules of row_nbytes (the general case)."""
+    if v is None:
+        return 1
+    if type_ in ("str", "ip", "json") and isinstance(v, str):
+        return len(v) + 4
+    if type_ == "bytes":
+        return (len(v) + 4) if bodies else 1
+    if type_ == "headers":
+        return sum(len(a) + len(b) + 8 for a, b in v) + 4
+    if type_ == "strlist":
+        return sum(len(s) + 4 for s in v) + 4
+    if type_ == "json":
+        return 64
+    return 8
+
+
+_STR_NONE = frozenset((str, type(None)))
+
+
+def _nbytes_plan(cls: type, bodies: bool):
+    """row_nbytes for one class: the same sums, fields grouped by type, mostly in C.
+
+    Text fields take the fast path when every value is a str or None (one set of types per
+    record); otherwise, and for every other type, the rules are applied as written.
+    """
+    const = 0
+    by: dict[str, list[str]] = {"fixed": [], "text": [], "json": [], "headers": [],
+                                "strlist": [], "bytes": []}
+    for attr, _name, type_, _j in fields_of(cls):
+        if type_ == "bytes" and not bodies:
+            const += 1                                  # None or not: 1
+        elif type_ in ("str", "ip"):
+            by["text"].append(attr)
+        elif type_ in by:
+            by[type_].append(attr)
         else:
-            total += 8
-    return total
+            by["fixed"].append(attr)                    # int, bool, ts (and any other): 8
+    const += 8 * len(by["fixed"])
+    get_fixed, get_text, get_json, get_headers, get_strlist, get_bytes = (
+        _getter(by[k]) for k in ("fixed", "text", "json", "headers", "strlist", "bytes"))
+    n_text = len(by["text"])
+    has_json, has_headers, has_strlist, has_bytes = (
+        bool(by[k]) for k in ("json", "headers", "strlist", "bytes"))
+    join, str_none, slow = "".join, _STR_NONE, _nbytes_slow
+
+    def fn(record) -> int:
+        total = const - 7 * get_fixed(record).count(None)
+        texts = get_text(record)
+        if set(map(type, texts)) <= str_none:
+            nones = texts.count(None)
+            total += nones + 4 * (n_text - nones) + len(join(filter(None, texts)))
+        else:
+            total += sum(slow("str", v, bodies) for v in texts)
+        if has_json:
+            total += sum(slow("json", v, bodies) for v in get_json(record))
+        if has_headers:
+            for v in get_headers(record):
+                total += 1 if v is None else sum(len(a) + len(b) + 8 for a, b in v) + 4
+        if has_strlist:
+            for v in get_strlist(record):
+                total += 1 if v is None else sum(len(x) + 4 for x in v) + 4
+        if has_bytes:
+            total += sum(slow("bytes", v, bodies) for v in get_bytes(record))
+        return total
+    return fn
 
 
 __all__ = ["ARROW_TYPES", "EXTRA_COLUMNS", "HEADER_TYPE", "arrow_schema", "records_to_table",
