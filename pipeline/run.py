@@ -64,6 +64,8 @@ class ProcessUnitFn(beam.DoFn):
     def setup(self):
         from .sandbox import UnitProcess
         self.sandbox = UnitProcess(self.unit_timeout) if self.isolate else None
+        if self.sandbox is not None:
+            self.sandbox.start()        # its imports overlap Beam's start of the first bundle
 
     def teardown(self):
         if getattr(self, "sandbox", None) is not None:
@@ -293,12 +295,21 @@ def read_counters(result) -> dict[str, int]:
     return {k: out[k] for k in COUNTERS if k in out}
 
 
-def _local_defaults(argv: list[str], workers: int) -> list[str]:
-    """No --runner given: FnApiRunner with one process per worker (never threads: libnids).
-    Beam 2.77's default would first download a Prism binary: never rely on it."""
+def _local_defaults(argv: list[str], workers: int, isolate: bool = True) -> list[str]:
+    """No --runner given: FnApiRunner with N workers. Beam 2.77's default would first
+    download a Prism binary: never rely on it.
+
+    libnids is one global state per process, so two units must never share a process. With
+    isolation (the default) every unit runs in a child process of its own (pipeline.sandbox)
+    and Beam's workers only hand units to them and wait: they are threads of this process
+    (multi_threading), which saves a Beam SDK worker process per core (its start-up and
+    ~150 MB each). Without isolation the engine runs in the worker itself, so each worker is
+    a process (multi_processing).
+    """
     if any(a == "--runner" or a.startswith("--runner=") for a in argv):
         return argv
-    extra = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
+    mode = "multi_threading" if isolate else "multi_processing"
+    extra = ["--runner=FnApiRunner", f"--direct_running_mode={mode}"]
     if not any(a.startswith("--direct_num_workers") for a in argv):
         extra.append(f"--direct_num_workers={max(1, workers)}")
     return argv + extra
@@ -413,7 +424,7 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
         print(f"{name}: indexing into {info.describe()}", file=sys.stderr)
     nfiles = len({f for u in units for f in u.files})
     print(f"{name}: {nfiles} file(s) in {len(units)} unit(s) -> {output}", file=sys.stderr)
-    popts = PipelineOptions(_local_defaults(argv, opts.workers))
+    popts = PipelineOptions(_local_defaults(argv, opts.workers, opts.isolate))
     runner = popts.view_as(StandardOptions).runner
     local = runner in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner")
     show = opts.progress == "always" or (opts.progress == "auto" and progress_out.isatty())

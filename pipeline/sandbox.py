@@ -53,6 +53,11 @@ class UnitProcess:
         self.timeout = timeout or None
         self.proc: subprocess.Popen | None = None
 
+    def start(self) -> None:
+        """Start the child now (else on first use)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+
     def _start(self) -> None:
         env = dict(os.environ)
         # the child must import the same c2scribe/pipeline as this process
@@ -75,8 +80,7 @@ class UnitProcess:
 
     def run(self, *job):
         """(statuses, summary) of one unit; UnitCrashed when the child died or hung."""
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
+        self.start()
         deadline = time.monotonic() + self.timeout if self.timeout else None
         try:
             _send(self.proc.stdin, job)

@@ -39,9 +39,9 @@ def run_chain(engine, paths: Iterable[str], chunk_size: int = CHUNK,
     if opts is not None and getattr(opts, "window_start_us", None) is not None:
         window = (opts.window_start_us, opts.window_end_us)
 
-    def ours(rec, packets: int) -> bool:
+    def ours(rec) -> bool:
         """Windowed: is this capture error this window's to report?"""
-        if window is None or not _is_capture_error(rec) or packets == 0:
+        if window is None or not _is_capture_error(rec) or read_here() == 0:
             return True
         now = engine.now_us()
         return now is None or window[0] <= now < window[1]
@@ -62,7 +62,7 @@ def run_chain(engine, paths: Iterable[str], chunk_size: int = CHUNK,
             for chunk in read_chunks(path, chunk_size):
                 done += len(chunk)
                 for rec in engine.feed(chunk):
-                    if ours(rec, read_here()):
+                    if ours(rec):
                         yield rec
                 if progress:
                     progress(path, done)
@@ -72,10 +72,10 @@ def run_chain(engine, paths: Iterable[str], chunk_size: int = CHUNK,
         except CaptureOpenError as e:
             failed = True
             err = engine.capture_error(path, e.offset, e.message, read_here())
-            if ours(err, read_here()):
+            if ours(err):
                 yield err
         for rec in engine.close_file():
-            if not (failed and _is_capture_error(rec)) and ours(rec, read_here()):
+            if not (failed and _is_capture_error(rec)) and ours(rec):
                 yield rec
         if stop:
             break
