@@ -1,4 +1,5 @@
-"""Build of the C engine (c2scribe._core) against Debian's libnids, libhtp, libpcap and libcrypto.
+"""Build of the C engine (c2scribe._core) against Debian's libnids, libhtp, libpcap and libcrypto
+(the native reassembly engine needs nothing more).
 
 Everything else is declared in pyproject.toml.
 """
@@ -28,9 +29,13 @@ core = Extension(
         "c2scribe/capture/pcapfile.c",
         "c2scribe/capture/linktype.c",
         "c2scribe/reassembly/nids.c",
+        "c2scribe/reassembly/native.c",
+        "c2scribe/reassembly/tcpreasm.c",
+        "c2scribe/reassembly/ipfrag.c",
         "c2scribe/http/htp.c",
     ],
-    depends=["c2scribe/_core/core.h", "c2scribe/capture/capture.h"],
+    depends=["c2scribe/_core/core.h", "c2scribe/capture/capture.h",
+             "c2scribe/reassembly/tcpreasm.h", "c2scribe/reassembly/ipfrag.h"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function", *htp_cflags],
     extra_link_args=htp_libs,
     libraries=["nids", "pcap", "crypto", "brotlidec"],

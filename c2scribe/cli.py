@@ -29,6 +29,20 @@ def _size(text: str) -> int:
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    from .engine import ENGINES, TCP_POLICIES
+    r = p.add_argument_group("reassembly")
+    r.add_argument("--engine", choices=ENGINES, default=None,
+                   help=f"reassembly engine (default {EngineOptions().engine}): native (IPv4 "
+                        "and IPv6, fragments, mid-stream pickup, gaps skipped, overlap "
+                        "policies) or nids (libnids: IPv4 only, needs the handshake, a lost "
+                        "segment stalls its direction)")
+    r.add_argument("--overlap-policy", choices=TCP_POLICIES, default=None, metavar="POLICY",
+                   help="native: which copy of overlapping TCP bytes the receiving host keeps, "
+                        "by Suricata's host-os-policy names (default bsd): "
+                        + ", ".join(TCP_POLICIES))
+    r.add_argument("--host-policy", action="append", default=[], metavar="CIDR=POLICY",
+                   help="native: the overlap policy of the hosts in a block (repeatable; the "
+                        "most specific block wins), e.g. 10.1.0.0/16=windows")
     g = p.add_argument_group("engine limits")
     g.add_argument("--body-keep", type=_size, default=None, metavar="BYTES",
                    help="decoded HTTP body bytes kept per message (default 64k)")
@@ -54,6 +68,12 @@ def _engine_options(args, text: bool) -> EngineOptions:
         kw["max_flows"] = args.max_flows
     if args.idle_timeout is not None:
         kw["idle_timeout"] = args.idle_timeout
+    if args.engine is not None:
+        kw["engine"] = args.engine
+    if args.overlap_policy is not None:
+        kw["tcp_policy"] = args.overlap_policy
+    if args.host_policy:
+        kw["host_policies"] = tuple(args.host_policy)
     return dataclasses.replace(o, **kw)
 
 
@@ -242,7 +262,8 @@ def cmd_demo(args) -> int:
     print(f"c2scribe demo: wrote {len(paths)} sample captures to {args.dir}", file=sys.stderr)
     ns = argparse.Namespace(format=args.format, output=None, bodies=False, body_lines=12,
                             no_headers=False, quiet=False, captures=paths, body_keep=None,
-                            stream_keep=None, max_flows=None, idle_timeout=None, decoder=[])
+                            stream_keep=None, max_flows=None, idle_timeout=None, decoder=[],
+                            engine=None, overlap_policy=None, host_policy=[])
     rc = cmd_transcript(ns)
     if args.no_pipeline:
         return rc

@@ -4,12 +4,16 @@ Wires capture parsing, link-layer normalisation, reassembly and HTTP parsing (al
 c2scribe/_core) and turns what comes out into schema records. No file, thread, Beam or
 printing here: the CLI, the Beam DoFn and the tests all drive this same object.
 
-libnids is one global state per process: only one Engine may be live at a time; finish() it
-(or let it go) before making the next.
+Two reassembly engines sit behind the same records: ``native`` (c2scribe's own: IPv4 and IPv6,
+fragments, mid-stream pickup, gaps, overlap policies) and ``nids`` (libnids: IPv4, a handshake
+needed, a lost segment stalls its direction). Only one Engine may be live at a time (libnids
+is one global state per process, and the C side reaches the engine through a global);
+finish() it (or let it go) before making the next.
 """
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
 
 from . import _core
@@ -20,7 +24,11 @@ from .schema import (_DATASET, CORE_KEYS, SCHEMA_VERSION, CaptureError, EngineWa
 
 _core.set_key_names(CORE_KEYS, SCHEMA_VERSION)
 
-ENGINES = ("nids",)
+ENGINES = ("native", "nids")
+#: Overlap policies (Suricata's host-os-policy names) for TCP segments and IP fragments.
+TCP_POLICIES = ("first", "last", "bsd", "linux", "old-linux", "solaris", "hpux11", "hpux10",
+                "irix", "macos", "windows", "windows2k3", "vista", "bsd-right", "old-solaris")
+FRAG_POLICIES = ("first", "last", "bsd", "linux", "windows", "solaris")
 
 #: Counters that mean something was skipped or could not be done, with what to tell the user.
 WARNINGS = {
@@ -45,6 +53,28 @@ WARNINGS = {
     "http_unparsed_bytes_dropped": "bytes libhtp could not consume in time were dropped",
     "http_parser_errors": "libhtp stopped parsing a direction of a connection after an error",
     "time_went_backwards": "packets with a timestamp earlier than the previous packet",
+    # the native engine
+    "ip_fragment_timeouts": "IP datagrams whose fragments never all arrived (timed out in capture "
+                            "time) were dropped",
+    "ip_fragment_conflicts": "overlapping IP fragments carried different bytes (resolved by the "
+                             "fragment policy)",
+    "ip_fragments_evicted": "the IP fragment table was full: oldest incomplete datagrams dropped",
+    "ip_fragments_malformed": "malformed IP fragments were dropped",
+    "ip_fragments_too_many": "IP datagrams with too many fragments were dropped",
+    "tcp_gaps": "holes in TCP streams (bytes the capture does not hold) were skipped; the "
+                "connection records count them (c2scribe.tcp.*.missing_bytes)",
+    "tcp_overlap_conflicts": "overlapping TCP segments carried different bytes (resolved by the "
+                             "overlap policy; connection records keep samples of both copies)",
+    "tcp_out_of_window": "TCP segments or acknowledgements far outside their stream were ignored",
+    "tcp_connection_memcap": "a connection held more unacknowledged or out-of-order bytes than "
+                             "its limit: they were handed over early",
+    "tcp_total_memcap": "all connections held more bytes than the engine's limit: the oldest "
+                        "were handed over early",
+    "tcp_unacked_flushes": "bytes never acknowledged by the receiver were handed over after a "
+                           "delay (ACKs missing from the capture?)",
+    "http_gap_resyncs": "a capture gap broke an HTTP message: it was closed and parsing went on "
+                        "from the next message",
+    "http_bytes_skipped_after_gap": "bytes after an HTTP gap were skipped until a message started",
 }
 
 
@@ -74,6 +104,37 @@ class EngineOptions:
     lookahead: float = 3600.0
     preroll: float = 600.0
     window_last_edge_us: int | None = None   # where the last (open-ended) window starts
+    # Reassembly: "native" or "nids"; the rest applies to the native engine only.
+    engine: str = "nids"
+    tcp_policy: str = "bsd"              # which copy of overlapping TCP bytes wins (TCP_POLICIES)
+    frag_policy: str = "first"           # ... of overlapping IP fragments (FRAG_POLICIES)
+    frag_timeout: float = 60.0           # incomplete IP datagrams are dropped after this
+    tcp_conn_max: int = 8 << 20          # bytes held (not yet acknowledged, or out of order)
+    tcp_total_max: int = 512 << 20       # ... per connection, and by all connections
+    frag_max: int = 32 << 20             # IP fragment bytes held
+    hole_timeout: float = 5.0            # a hole with bytes held behind it is skipped after this
+    # "CIDR=POLICY" (most specific first wins): the TCP overlap policy of the hosts in a block
+    # (as Suricata's host-os-policy); others get tcp_policy
+    host_policies: tuple[str, ...] = ()
+
+
+def parse_host_policies(specs) -> tuple:
+    """("10.0.0.0/8=linux", ...) -> ((4, 16-byte address, 8, "linux"), ...), most specific
+    first; ConfigError on a bad block or an unknown policy."""
+    out = []
+    for spec in specs:
+        cidr, sep, policy = str(spec).partition("=")
+        if not sep or policy not in TCP_POLICIES:
+            raise ConfigError(f"host policy {spec!r}: expected CIDR=POLICY with POLICY one of "
+                              f"{', '.join(TCP_POLICIES)}")
+        try:
+            net = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError as e:
+            raise ConfigError(f"host policy {spec!r}: {e}") from None
+        out.append((net.version, net.network_address.packed.ljust(16, b"\0"), net.prefixlen,
+                    policy))
+    out.sort(key=lambda t: -t[2])
+    return tuple(out)
 
 
 class Engine:
@@ -88,18 +149,27 @@ class Engine:
     sinks that serialise everything.
     """
 
-    name = "nids"
-
     def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
                  jsonl: bool = False, bodies: bool = False, stream_chunks: bool = False,
                  **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
+        if opts.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {opts.engine!r} (one of {', '.join(ENGINES)})")
+        if opts.tcp_policy not in TCP_POLICIES:
+            raise ConfigError(f"unknown TCP overlap policy {opts.tcp_policy!r} "
+                              f"(one of {', '.join(TCP_POLICIES)})")
+        if opts.frag_policy not in FRAG_POLICIES:
+            raise ConfigError(f"unknown IP fragment policy {opts.frag_policy!r} "
+                              f"(one of {', '.join(FRAG_POLICIES)})")
         self.options = opts
+        self.name = opts.engine
+        kw = dataclasses.asdict(opts)
+        kw["host_policies"] = parse_host_policies(opts.host_policies)
         self.documents = documents
         self.jsonl = jsonl
         self.bodies = bodies
         try:
-            self._core = _core.Engine(**dataclasses.asdict(opts), json=jsonl, json_bodies=bodies,
+            self._core = _core.Engine(**kw, json=jsonl, json_bodies=bodies,
                                       stream_chunks=stream_chunks and not jsonl)
         except RuntimeError as e:
             raise ConfigError(str(e)) from None
@@ -170,7 +240,7 @@ class Engine:
             if n:
                 warnings.append(EngineWarning(code=code, count=n, message=text, file=file,
                                               frame=frame or None))
-        if self._not_reassembled:
+        if self._not_reassembled and self.name == "nids":
             warnings.append(EngineWarning(
                 code="connections_not_reassembled", count=self._not_reassembled,
                 message="TCP connections seen without their handshake, or over IPv6: reported "
@@ -194,4 +264,4 @@ class Engine:
         return {k: v[0] for k, v in self._core.counters().items()}
 
 
-__all__ = ["Engine", "EngineOptions", "ENGINES", "CaptureError"]
+__all__ = ["Engine", "EngineOptions", "ENGINES", "FRAG_POLICIES", "TCP_POLICIES", "CaptureError"]

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
-def F(name: str, type_: str, *, jsonl: bool = True):
-    """A field: external dotted name, type (str int bool ts ip headers strlist bytes), in jsonl."""
-    return field(metadata={"name": name, "type": type_, "jsonl": jsonl})
+def F(name: str, type_: str, *, jsonl: bool = True, **default):
+    """A field: external dotted name, type (str int bool ts ip headers strlist bytes), in jsonl;
+    default=... for a field records made outside the engine (tests, decoders) may leave out."""
+    return field(metadata={"name": name, "type": type_, "jsonl": jsonl}, **default)
 
 
 _iso_cache: dict[int, str] = {}
@@ -131,6 +132,14 @@ class Connection(_OnConnection):
     history: str = F("c2scribe.connection.history", "str")
     handshake: bool = F("c2scribe.connection.handshake", "bool")
     reassembled: bool = F("c2scribe.connection.reassembled", "bool")
+    orientation: str = F("c2scribe.connection.orientation", "str")
+    midstream: bool = F("c2scribe.connection.midstream", "bool")
+    c2s_gaps: int = F("c2scribe.tcp.client_to_server.gaps", "int")
+    s2c_gaps: int = F("c2scribe.tcp.server_to_client.gaps", "int")
+    c2s_missing_bytes: int = F("c2scribe.tcp.client_to_server.missing_bytes", "int")
+    s2c_missing_bytes: int = F("c2scribe.tcp.server_to_client.missing_bytes", "int")
+    overlap_conflicts: int = F("c2scribe.tcp.overlap_conflicts", "int")
+    overlap_conflict_samples: list = F("c2scribe.tcp.overlap_conflict_samples", "strlist")
     end_reason: str = F("c2scribe.connection.end_reason", "str")
     http_transactions: int = F("c2scribe.connection.http_transactions", "int")
     app_protocol: str | None = F("network.protocol", "str")
@@ -168,6 +177,7 @@ class HttpTransaction(_OnConnection):
     request_body_wire_bytes: int = F("c2scribe.http.request.body.wire_bytes", "int")
     request_body_sha256: str | None = F("c2scribe.http.request.body.sha256", "str")
     request_body_truncated: bool = F("c2scribe.http.request.body.truncated", "bool")
+    request_missing_bytes: int = F("c2scribe.http.request.missing_bytes", "int")
     status_code: int | None = F("http.response.status_code", "int")
     status_text: str | None = F("c2scribe.http.response.status", "str")
     status_phrase: str | None = F("c2scribe.http.response.status_phrase", "str")
@@ -178,6 +188,7 @@ class HttpTransaction(_OnConnection):
     response_body_wire_bytes: int = F("c2scribe.http.response.body.wire_bytes", "int")
     response_body_sha256: str | None = F("c2scribe.http.response.body.sha256", "str")
     response_body_truncated: bool = F("c2scribe.http.response.body.truncated", "bool")
+    response_missing_bytes: int = F("c2scribe.http.response.missing_bytes", "int")
     continue_100: bool = F("c2scribe.http.continue_100", "bool")
     state: str = F("c2scribe.http.state", "str")
     flags: list = F("c2scribe.http.flags", "strlist")
@@ -209,7 +220,9 @@ class EngineWarning(Record):
 
 @dataclass(slots=True)
 class StreamChunk(Record):
-    """Reassembled bytes of one direction of a connection, in order, as libnids delivered them.
+    """Reassembled bytes of one direction of a connection, in order, as the engine delivered
+    them. ``gap_before``: bytes the capture does not hold just before these (the native
+    engine skips holes; ``stream_offset`` counts them).
 
     Only made for stream decoders (Engine(stream_chunks=True)); never written to jsonl.
     """
@@ -226,6 +239,7 @@ class StreamChunk(Record):
     file: str | None = F("c2scribe.capture.file", "str")
     frame: int = F("c2scribe.capture.frame", "int")
     data: bytes = F("c2scribe.stream.content", "bytes", jsonl=False)
+    gap_before: int = F("c2scribe.stream.gap_before", "int", default=0)
 
 
 @dataclass(slots=True)

@@ -61,6 +61,16 @@ class C2ScribeOptions(PipelineOptions):
                             metavar="SECONDS", help="windows: read this far before a "
                             "window's start to recognise connections that began earlier "
                             "(default 600)")
+        parser.add_argument("--engine", dest="engine", choices=("native", "nids"),
+                            default=None, help="reassembly engine (see c2scribe transcript "
+                            "--help; default: the transcript's)")
+        parser.add_argument("--overlap-policy", dest="overlap_policy", default=None,
+                            metavar="POLICY", help="native engine: which copy of overlapping "
+                            "TCP bytes the receiving host keeps (Suricata's host-os-policy "
+                            "names; default bsd)")
+        parser.add_argument("--host-policy", dest="host_policy", action="append", default=None,
+                            metavar="CIDR=POLICY", help="native engine: the overlap policy of "
+                            "the hosts in a block (repeatable)")
         parser.add_argument("--no-isolate", dest="isolate", action="store_false",
                             help="run units in the Beam worker process itself, not in a "
                                  "child process that a crash or hang cannot take down")

@@ -30,6 +30,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from c2scribe.errors import C2ScribeError
+
 from .options import BackfillOptions, C2ScribeOptions
 from .units import Unit, plan
 from .work import DATASETS, STATUS_DIR, _join, _remote, process_unit
@@ -49,8 +51,9 @@ class ProcessUnitFn(beam.DoFn):
 
     def __init__(self, output: str, decoders: list[str] | None = None, fmt: str = "parquet",
                  body_keep: int = 64 << 10, isolate: bool = True,
-                 unit_timeout: float | None = None, es=None):
+                 unit_timeout: float | None = None, es=None, reassembly: dict | None = None):
         self.output = output
+        self.reassembly = reassembly    # engine, overlap policy, host policies
         self.fmt = fmt
         self.body_keep = body_keep
         self.decoders = list(decoders or [])
@@ -80,10 +83,11 @@ class ProcessUnitFn(beam.DoFn):
         if self.sandbox is not None:
             from .sandbox import run_isolated
             statuses, summary = run_isolated(self.sandbox, unit, self.output, self.decoders,
-                                             self.fmt, self.body_keep, job, es)
+                                             self.fmt, self.body_keep, job, es,
+                                             reassembly=self.reassembly)
         else:
             statuses, summary = process_unit(unit, self.output, self.decoders, self.fmt,
-                                             self.body_keep, job, es)
+                                             self.body_keep, job, es, self.reassembly)
         if self.es is not None:
             es_sum = summary.get("elasticsearch")
             if es_sum is None and not summary["failure"]:
@@ -117,13 +121,14 @@ class ProcessUnitFn(beam.DoFn):
 
 def build(p: beam.Pipeline, units: list, output: str, decoders: list[str],
           fmt: str = "parquet", body_keep: int = 64 << 10, isolate: bool = True,
-          unit_timeout: float | None = None, es=None):
+          unit_timeout: float | None = None, es=None, reassembly: dict | None = None):
     """units: Units, or (Unit, manifest job) pairs (backfills)."""
     return (p
             | "Units" >> beam.Create(units)
             | "Redistribute" >> beam.Reshuffle()
             | "ProcessUnit" >> beam.ParDo(ProcessUnitFn(output, decoders, fmt, body_keep,
-                                                        isolate, unit_timeout, es)))
+                                                        isolate, unit_timeout, es,
+                                                        reassembly)))
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -390,6 +395,17 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     if not units:
         print(f"c2scribe run: no file matches {' '.join(opts.input)}", file=sys.stderr)
         return EXIT_USAGE
+    reassembly = {"engine": opts.engine, "tcp_policy": opts.overlap_policy,
+                  "host_policies": tuple(opts.host_policy or ())}
+    from c2scribe.engine import TCP_POLICIES, parse_host_policies
+    try:
+        parse_host_policies(reassembly["host_policies"])
+        if opts.overlap_policy and opts.overlap_policy not in TCP_POLICIES:
+            raise C2ScribeError(f"unknown overlap policy {opts.overlap_policy!r} (one of "
+                                f"{', '.join(TCP_POLICIES)})")
+    except C2ScribeError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     output = opts.output if _remote(opts.output) else os.path.abspath(opts.output)
     plan_all = units
     elements: list = units
@@ -404,7 +420,7 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
         wanted = [u for u in units if bf.in_range(u, since, until)
                   and (not bopts.sensors or u.sensor in bopts.sensors)]
         todo, current, reasons = bf.select(wanted, output, opts.format, opts.body_keep,
-                                           bf.decoder_versions(opts.decoder or []))
+                                           bf.decoder_versions(opts.decoder or []), reassembly)
         print(f"{name}: {len(units)} unit(s) planned, {len(wanted)} in range, "
               f"{len(current)} up to date, {len(todo)} to process", file=sys.stderr)
         for u, _job in todo:
@@ -435,7 +451,7 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     try:
         p = beam.Pipeline(options=popts)
         build(p, elements, output, opts.decoder or [], opts.format, opts.body_keep,
-              opts.isolate, opts.unit_timeout, es)
+              opts.isolate, opts.unit_timeout, es, reassembly)
         result = p.run()
         result.wait_until_finish()
         counters = read_counters(result)

@@ -1,7 +1,7 @@
 /* The C side of the c2scribe engine: one engine per process (libnids is a global state).
  *
- * Packets flow capture reader -> link normalisation -> reassembly engine (libnids today) ->
- * flow accounting + stream sink -> HTTP parser (libhtp). Records leave the C side as Python
+ * Packets flow capture reader -> link normalisation -> reassembly engine (libnids, or the
+ * native one: see cs_reasm_ops) -> flow accounting + stream sink -> HTTP parser (libhtp). Records leave the C side as Python
  * dicts keyed by the attribute names of c2scribe/schema.py, once per connection, HTTP
  * transaction or warning; never per packet.
  *
@@ -43,6 +43,12 @@ enum cs_counter {
     CSC_NIDS_TCP_BIGQUEUE, CSC_NIDS_TCP_BADFLAGS, CSC_NIDS_OTHER, CSC_FLOWS_EVICTED,
     CSC_STREAM_BYTES_DROPPED, CSC_HTTP_PENDING_DROPPED, CSC_HTTP_PARSER_ERRORS,
     CSC_TIME_BACKWARDS, CSC_WINDOW_SKIPPED,
+    /* the native engine */
+    CSC_IP_FRAGMENTS, CSC_IP_FRAG_REASSEMBLED, CSC_IP_FRAG_TIMEOUTS, CSC_IP_FRAG_OVERLAPS,
+    CSC_IP_FRAG_CONFLICTS, CSC_IP_FRAG_EVICTED, CSC_IP_FRAG_MALFORMED, CSC_IP_FRAG_TOO_MANY,
+    CSC_TCP_GAPS, CSC_TCP_GAP_BYTES, CSC_TCP_OVERLAPS, CSC_TCP_CONFLICTS, CSC_TCP_OUT_OF_WINDOW,
+    CSC_TCP_CONN_CAP, CSC_TCP_TOTAL_CAP, CSC_TCP_UNACKED_FLUSH, CSC_TCP_MIDSTREAM,
+    CSC_HTTP_GAPS_FILLED, CSC_HTTP_GAP_RESYNC, CSC_HTTP_GAP_SKIPPED,
     CSC__COUNT
 };
 extern const char *const cs_counter_names[CSC__COUNT];
@@ -67,7 +73,12 @@ typedef struct cs_dir {           /* one direction of a connection */
     size_t keep_len, keep_cap;
     int truncated;                /* more bytes came than were kept */
     char history[8];              /* Zeek-style history letters seen from this side */
+    uint64_t gaps, missing;       /* holes skipped by the engine, and their bytes */
+    uint64_t pending_gap;         /* missing bytes not yet told to stream decoders */
+    uint64_t conflicts;           /* overlapping bytes that differed */
 } cs_dir;
+
+#define CS_CONFLICT_SAMPLES 4      /* overlap conflicts described per connection */
 
 struct cs_flow {
     /* identity: [0] is the client (originator) */
@@ -75,6 +86,8 @@ struct cs_flow {
     uint8_t ip[2][16];
     uint16_t port[2];
     int orientation_guessed;      /* no SYN/SYN-ACK told who the client is */
+    const char *orientation;      /* what told it: "handshake", "ports" or "content" */
+    int midstream;                /* its first packet was neither SYN nor SYN-ACK */
     char id[24];                  /* deterministic connection id */
     char community_id[40];
     char ip_text[2][48];          /* addresses as text, formatted once */
@@ -83,14 +96,17 @@ struct cs_flow {
     cs_dir dir[2];
     char history[32];             /* merged history, in order of first appearance */
     int history_len;
-    uint32_t client_isn;
+    uint32_t client_isn, server_isn;
     int syn_seen, synack_seen, fin_seen[2], rst_seen[2];
+    char *conflict_samples[CS_CONFLICT_SAMPLES];  /* both copies of differing overlaps */
+    int n_conflict_samples;
     int handshake;                /* the engine saw the 3-way handshake and follows the stream */
     int reassembled;              /* the engine delivered the stream (nids follows it) */
     enum cs_end end;
     int closed;                   /* ended; lingers to absorb trailing packets */
     int64_t closed_us;
-    void *engine_ref;             /* reassembly engine's handle (libnids tcp_stream) */
+    void *engine_ref;             /* reassembly engine's handle (libnids tcp_stream, or the
+                                   * native engine's cs_tcp_conn) */
     cs_http *http;                /* HTTP session, once the stream looks like HTTP */
     int http_decided;             /* 1 = HTTP, -1 = not HTTP, 0 = undecided */
     uint64_t http_tx;             /* HTTP transactions reported */
@@ -102,6 +118,11 @@ struct cs_flow {
     int list;                     /* which list it is on */
     uint32_t hash;
 };
+
+typedef struct cs_host_policy {  /* an address block and its hosts' TCP overlap policy */
+    int ipver, prefix, policy;
+    uint8_t addr[16];
+} cs_host_policy;
 
 typedef struct cs_options {
     size_t stream_keep;           /* bytes kept per direction for decoders (0 = none) */
@@ -122,6 +143,15 @@ typedef struct cs_options {
     int windowed;
     int64_t win_start_us, win_end_us, lookahead_us, preroll_us;
     int64_t last_edge_us;         /* no window starts after this edge (the last one is open) */
+    /* the native engine */
+    int native;                   /* 1: native engine, 0: libnids */
+    int tcp_policy;               /* enum cs_tcp_policy, for hosts not in host_policy */
+    cs_host_policy *host_policy;  /* most specific first */
+    int n_host_policy;
+    int frag_policy;              /* enum cs_frag_policy */
+    int64_t frag_timeout_us;
+    size_t tcp_conn_max, tcp_total_max, frag_max;   /* bytes held (per connection, all, fragments) */
+    int64_t hole_timeout_us;
 } cs_options;
 
 #define CS_LIST_UNTRACKED 0
@@ -129,8 +159,32 @@ typedef struct cs_options {
 #define CS_LIST_CLOSED 2
 #define CS_NLISTS 3
 
+/* A reassembly engine: what module.c and flow.c need of it. Everything below it (flow table,
+ * HTTP, records) sees only cs_flow_packet, cs_flow_stream_data, cs_flow_gap and cs_flow_end. */
+typedef struct cs_reasm_ops {
+    const char *name;                                            /* "nids" or "native" */
+    int (*start)(cs_engine *e, char *err, size_t errlen);
+    void (*packet)(cs_engine *e, const cs_l3 *l3, const cs_packet *pkt);
+    void (*finish)(cs_engine *e);       /* end of input: end the flows it follows, in order */
+    void (*release)(cs_engine *e, cs_flow *f, enum cs_end why); /* stop following f, end it */
+    void (*stop)(cs_engine *e);         /* free the engine's state (after finish) */
+    void (*swap)(cs_flow *f);           /* f's client and server traded places */
+} cs_reasm_ops;
+extern const cs_reasm_ops cs_nids_ops, cs_native_ops;
+
+/* What cs_flow_packet found in a TCP segment (the native engine reassembles from it). */
+typedef struct cs_tcp_view {
+    int dir;                      /* CS_C2S or CS_S2C, after the flow's orientation */
+    uint32_t seq, ack;
+    uint8_t flags;
+    const uint8_t *payload;
+    uint32_t len;
+} cs_tcp_view;
+
 struct cs_engine {
     cs_options opt;
+    const cs_reasm_ops *reasm;
+    void *reasm_state;
     /* capture chain */
     PyObject *files;              /* list of file names */
     int cur_file;
@@ -170,9 +224,17 @@ extern cs_engine *cs_the_engine;
 int cs_flows_init(cs_engine *e);
 void cs_flows_free(cs_engine *e);
 void cs_count(cs_engine *e, int counter);
-/* Account one IP packet (header at ip, len bytes from it); returns the TCP flow or NULL. */
-cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len);
+/* Account one IP packet (header at ip, len bytes from it); returns the TCP flow or NULL.
+ * tv (may be NULL) receives the segment's direction, numbers, flags and payload. */
+cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len, cs_tcp_view *tv);
 void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len);
+/* n bytes of dir that the capture does not hold: skipped, counted, told to HTTP and decoders */
+void cs_flow_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n);
+/* overlapping bytes that differed: both copies, which one was kept (bounded samples) */
+void cs_flow_conflict(cs_engine *e, cs_flow *f, int dir, uint64_t off, uint64_t len,
+                      const uint8_t *held, const uint8_t *fresh, size_t n, int fresh_kept);
+/* stop following f (engine's handle) and end it, whatever the engine */
+void cs_flow_release(cs_engine *e, cs_flow *f, enum cs_end why);
 void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why);
 void cs_flows_expire(cs_engine *e);
 void cs_flows_flush_all(cs_engine *e);
@@ -219,16 +281,12 @@ void cs_rec_end(cs_rec *r, const char *kind, const char *dataset_key, int64_t ti
 void cs_iso(int64_t us, char out[32]);
 const char *cs_key_utf8(const char *key);   /* external name of a record key */
 
-/* reassembly/nids.c: the libnids engine */
-int cs_nids_start(cs_engine *e, char *err, size_t errlen);
-void cs_nids_packet(cs_engine *e, const cs_l3 *l3, const cs_packet *pkt);
-void cs_nids_finish(cs_engine *e);
-void cs_nids_release(cs_engine *e, cs_flow *f, enum cs_end why);
 
 /* http/htp.c: HTTP over a flow's reassembled stream */
 int cs_http_init(cs_engine *e);
 void cs_http_free_cfg(cs_engine *e);
 void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len);
 void cs_http_close(cs_engine *e, cs_flow *f);
+void cs_http_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n);
 
 #endif

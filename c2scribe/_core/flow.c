@@ -1,9 +1,10 @@
 /* Flow accounting: every TCP connection seen, whether or not a reassembly engine follows it.
  *
- * The reassembly engine (libnids) only follows connections whose handshake it saw, over IPv4.
- * This table sees every TCP packet first, so it can report the others too (mid-stream, IPv6,
- * scans, refused connections), count packets and bytes per direction, keep Zeek-style
- * history letters, detect a reused 4-tuple, and expire idle connections in capture time.
+ * libnids only follows connections whose handshake it saw, over IPv4; the native engine
+ * follows every one. This table sees every TCP packet first, so it can report the others
+ * too (mid-stream, IPv6, scans, refused connections), count packets and bytes per direction,
+ * keep Zeek-style history letters, detect a reused 4-tuple, and expire idle connections in
+ * capture time.
  */
 #include "core.h"
 
@@ -21,6 +22,12 @@ const char *const cs_counter_names[CSC__COUNT] = {
     "nids_tcp_out_of_order_queue_overflow", "nids_tcp_bad_flags", "nids_other",
     "flows_evicted", "stream_bytes_not_kept", "http_unparsed_bytes_dropped",
     "http_parser_errors", "time_went_backwards", "window_packets_skipped",
+    "ip_fragments", "ip_fragments_reassembled", "ip_fragment_timeouts", "ip_fragment_overlaps",
+    "ip_fragment_conflicts", "ip_fragments_evicted", "ip_fragments_malformed",
+    "ip_fragments_too_many", "tcp_gaps", "tcp_gap_bytes", "tcp_overlaps",
+    "tcp_overlap_conflicts", "tcp_out_of_window", "tcp_connection_memcap",
+    "tcp_total_memcap", "tcp_unacked_flushes", "tcp_midstream", "http_gaps_filled",
+    "http_gap_resyncs", "http_bytes_skipped_after_gap",
 };
 
 #define REUSE_IDLE_US (30LL * 1000000)
@@ -115,7 +122,8 @@ static void list_append(cs_engine *e, cs_flow *f, int list)
 
 void cs_flows_touch(cs_engine *e, cs_flow *f)
 {
-    int list = f->closed ? CS_LIST_CLOSED : f->engine_ref ? CS_LIST_TRACKED : CS_LIST_UNTRACKED;
+    int list = f->closed ? CS_LIST_CLOSED
+             : f->engine_ref && f->reassembled ? CS_LIST_TRACKED : CS_LIST_UNTRACKED;
     if (f->list == list && e->tail[list] == f) return;
     if (f->closed && f->list == CS_LIST_CLOSED) return;   /* closed list stays in close order */
     list_remove(e, f);
@@ -175,6 +183,12 @@ static void flow_id(cs_engine *e, cs_flow *f)
 
 static void flow_finalize(cs_engine *e, cs_flow *f);
 
+void cs_flow_release(cs_engine *e, cs_flow *f, enum cs_end why)
+{
+    if (f->engine_ref) e->reasm->release(e, f, why);
+    if (!f->closed) cs_flow_end(e, f, why);
+}
+
 static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t cport,
                          const uint8_t *srv, uint16_t sport, uint32_t h)
 {
@@ -184,8 +198,7 @@ static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t c
                         : e->head[CS_LIST_TRACKED];
         if (victim) {
             if (!victim->closed) cs_count(e, CSC_FLOWS_EVICTED);
-            if (victim->engine_ref) cs_nids_release(e, victim, CS_END_EVICTED);
-            if (!victim->closed) cs_flow_end(e, victim, CS_END_EVICTED);
+            cs_flow_release(e, victim, CS_END_EVICTED);
             flow_finalize(e, victim);
         }
     }
@@ -245,6 +258,16 @@ static const char *const end_names[] = {
     "window_idle",
 };
 
+static void flow_free(cs_flow *f)
+{
+    for (int i = 0; i < 2; i++) {
+        if (f->dir[i].sha) EVP_MD_CTX_free(f->dir[i].sha);
+        free(f->dir[i].keep);
+    }
+    for (int i = 0; i < f->n_conflict_samples; i++) free(f->conflict_samples[i]);
+    free(f);
+}
+
 /* Emit the connection record and free the flow. */
 static void flow_finalize(cs_engine *e, cs_flow *f)
 {
@@ -284,6 +307,17 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
         cs_rec_str(&r, "history", f->history, f->history_len);
         cs_rec_bool(&r, "handshake", f->handshake);
         cs_rec_bool(&r, "reassembled", f->reassembled);
+        cs_rec_cstr(&r, "orientation", f->orientation);
+        cs_rec_bool(&r, "midstream", f->midstream);
+        cs_rec_int(&r, "c2s_gaps", (long long)c->gaps);
+        cs_rec_int(&r, "s2c_gaps", (long long)s->gaps);
+        cs_rec_int(&r, "c2s_missing_bytes", (long long)c->missing);
+        cs_rec_int(&r, "s2c_missing_bytes", (long long)s->missing);
+        cs_rec_int(&r, "overlap_conflicts", (long long)(c->conflicts + s->conflicts));
+        cs_rec_list_begin(&r, "overlap_conflict_samples");
+        for (int i = 0; i < f->n_conflict_samples; i++)
+            cs_rec_item(&r, f->conflict_samples[i], strlen(f->conflict_samples[i]));
+        cs_rec_list_end(&r);
         cs_rec_cstr(&r, "end_reason", end_names[f->end]);
         cs_rec_int(&r, "http_transactions", (long long)f->http_tx);
         cs_rec_cstr(&r, "app_protocol", f->http_decided > 0 ? "http" : NULL);
@@ -294,18 +328,14 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
         Py_XDECREF(ff);
         Py_XDECREF(fl);
         if (r.json) {          /* derived fields; the dict path gets them in schema.py */
-            cs_rec_cstr(&r, "engine", "nids");
+            cs_rec_cstr(&r, "engine", e->reasm->name);
             cs_rec_cstr(&r, "transport", "tcp");
             cs_rec_cstr(&r, "network_type", f->ipver == 4 ? "ipv4" : "ipv6");
             cs_rec_int(&r, "duration_ns", (long long)(f->last_us - f->first_us) * 1000);
         }
         cs_rec_end(&r, "connection", "dataset:connection", f->first_us);
     }
-    for (int i = 0; i < 2; i++) {
-        if (f->dir[i].sha) EVP_MD_CTX_free(f->dir[i].sha);
-        free(f->dir[i].keep);
-    }
-    free(f);
+    flow_free(f);
 }
 
 void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why)
@@ -328,12 +358,11 @@ void cs_flows_expire(cs_engine *e)
     while ((f = e->head[CS_LIST_CLOSED]) && e->now_us - f->closed_us > e->opt.linger_us)
         flow_finalize(e, f);
     while ((f = e->head[CS_LIST_UNTRACKED]) && e->now_us - f->last_us > e->opt.idle_timeout_us) {
-        cs_flow_end(e, f, CS_END_TIMEOUT);
+        cs_flow_release(e, f, CS_END_TIMEOUT);
         flow_finalize(e, f);
     }
     while ((f = e->head[CS_LIST_TRACKED]) && e->now_us - f->last_us > e->opt.established_timeout_us) {
-        cs_nids_release(e, f, CS_END_TIMEOUT);
-        cs_flow_end(e, f, CS_END_TIMEOUT);
+        cs_flow_release(e, f, CS_END_TIMEOUT);
         flow_finalize(e, f);
     }
 }
@@ -346,10 +375,7 @@ void cs_flows_flush_all(cs_engine *e)
     enum cs_end why = e->win_done ? CS_END_WINDOW_CUT : CS_END_OPEN;
     for (int l = 0; l < CS_NLISTS; l++)
         while ((f = e->head[l])) {
-            if (!f->closed) {
-                if (f->engine_ref) cs_nids_release(e, f, why);
-                cs_flow_end(e, f, why);
-            }
+            if (!f->closed) cs_flow_release(e, f, why);
             flow_finalize(e, f);
         }
 }
@@ -367,8 +393,7 @@ void cs_flows_window_edge(cs_engine *e, int64_t edge_us)
         for (; f; f = next) {
             next = f->next;
             if (f->foreign || f->last_us >= quiet) continue;
-            if (f->engine_ref) cs_nids_release(e, f, CS_END_WINDOW_IDLE);
-            cs_flow_end(e, f, CS_END_WINDOW_IDLE);
+            cs_flow_release(e, f, CS_END_WINDOW_IDLE);
             flow_finalize(e, f);
         }
     }
@@ -380,11 +405,7 @@ void cs_flows_free(cs_engine *e)
     for (int l = 0; l < CS_NLISTS; l++)
         while ((f = e->head[l])) {
             list_remove(e, f);
-            for (int i = 0; i < 2; i++) {
-                if (f->dir[i].sha) EVP_MD_CTX_free(f->dir[i].sha);
-                free(f->dir[i].keep);
-            }
-            free(f);
+            flow_free(f);
         }
     free(e->htab);
     e->htab = NULL;
@@ -397,6 +418,7 @@ void cs_flows_free(cs_engine *e)
 void cs_flow_orient(cs_flow *f, int client)
 {
     f->orientation_guessed = 0;
+    f->orientation = "handshake";
     if (client == 0) return;
     uint8_t ip[16];
     char text[48];
@@ -429,7 +451,7 @@ static void add_history(cs_flow *f, int dir, char letter)
 #define TH_RST 0x04
 #define TH_ACK 0x10
 
-cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len)
+cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len, cs_tcp_view *tv)
 {
     const uint8_t *src, *dst, *th;
     uint32_t iplen, hl;
@@ -471,6 +493,7 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
     uint32_t paylen = iplen - hl - doff;
     uint16_t sport = (uint16_t)(th[0] << 8 | th[1]), dport = (uint16_t)(th[2] << 8 | th[3]);
     uint32_t seq = (uint32_t)th[4] << 24 | (uint32_t)th[5] << 16 | (uint32_t)th[6] << 8 | th[7];
+    uint32_t ack = (uint32_t)th[8] << 24 | (uint32_t)th[9] << 16 | (uint32_t)th[10] << 8 | th[11];
     uint8_t fl = th[13];
     int pure_syn = (fl & (TH_SYN | TH_ACK | TH_RST)) == TH_SYN;
     cs_count(e, CSC_TCP_PACKETS);
@@ -485,8 +508,7 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
                        (f->fin_seen[0] || f->fin_seen[1] || f->rst_seen[0] || f->rst_seen[1] ||
                         e->now_us - f->last_us > REUSE_IDLE_US)))) {
         /* A new connection on the same 4-tuple: the old one is over. */
-        if (f->engine_ref) cs_nids_release(e, f, CS_END_REUSED);
-        if (!f->closed) cs_flow_end(e, f, CS_END_REUSED);
+        cs_flow_release(e, f, CS_END_REUSED);
         flow_finalize(e, f);
         f = NULL;
     } else if (f && pure_syn && dir == CS_S2C && f->closed) {
@@ -504,15 +526,20 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
                                  : flow_new(e, ipver, src, sport, dst, dport, h);
             if (!f) return NULL;
             f->orientation_guessed = !pure_syn;
+            f->orientation = pure_syn ? "handshake" : "ports";
+            f->midstream = !pure_syn;
             dir = sender_is_server ? CS_S2C : CS_C2S;
         } else {
             f = flow_new(e, ipver, dst, dport, src, sport, h);   /* SYN-ACK: sender is server */
             if (!f) return NULL;
+            f->orientation = "handshake";
             dir = CS_S2C;
         }
     }
     if (pure_syn && f->orientation_guessed && !f->syn_seen) {
+        int flip = dir != CS_C2S;
         cs_flow_orient(f, dir);                 /* the SYN tells who the client is */
+        if (flip && f->engine_ref && e->reasm->swap) e->reasm->swap(f);
         dir = CS_C2S;
     }
     cs_dir *d = &f->dir[dir];
@@ -528,6 +555,7 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
     } else if ((fl & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)) {
         add_history(f, dir, 'H');
         f->synack_seen = 1;
+        if (dir == CS_S2C) f->server_isn = seq;
     }
     if (paylen) add_history(f, dir, 'D');
     else if ((fl & (TH_SYN | TH_FIN | TH_RST | TH_ACK)) == TH_ACK) add_history(f, dir, 'A');
@@ -540,6 +568,14 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
             cs_flow_end(e, f, CS_END_FIN);
     }
     cs_flows_touch(e, f);
+    if (tv) {
+        tv->dir = dir;
+        tv->seq = seq;
+        tv->ack = ack;
+        tv->flags = fl;
+        tv->payload = th + doff;
+        tv->len = paylen <= len - hl - doff ? paylen : len - hl - doff;   /* snapped */
+    }
     return f;
 bad:
     cs_count(e, CSC_TCP_BAD_HEADER);
@@ -559,7 +595,8 @@ static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, s
         !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
         !cs_set(d, "chunk_index", PyLong_FromUnsignedLongLong(f->chunks++)) &&
         !cs_set(d, "direction", PyUnicode_FromString(dir == CS_C2S ? "client_to_server" : "server_to_client")) &&
-        !cs_set(d, "stream_offset", PyLong_FromUnsignedLongLong(f->dir[dir].stream_bytes - len)) &&
+        !cs_set(d, "stream_offset", PyLong_FromUnsignedLongLong(f->dir[dir].stream_bytes + f->dir[dir].missing - len)) &&
+        !cs_set(d, "gap_before", PyLong_FromUnsignedLongLong(f->dir[dir].pending_gap)) &&
         !cs_set(d, "ts_us", PyLong_FromLongLong(e->now_us)) &&
         !cs_set(d, "src_ip", PyUnicode_FromString(f->ip_text[0])) &&
         !cs_set(d, "src_port", PyLong_FromLong(f->port[0])) &&
@@ -609,5 +646,40 @@ void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data,
         }
     }
     if (e->stream_chunks) emit_chunk(e, f, dir, data, len);
+    d->pending_gap = 0;
     cs_http_data(e, f, dir, data, len);
+}
+
+void cs_flow_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n)
+{
+    cs_dir *d = &f->dir[dir];
+    if (!n || f->foreign) return;
+    d->gaps++;
+    d->missing += n;
+    d->pending_gap += n;
+    cs_http_gap(e, f, dir, n);
+}
+
+void cs_flow_conflict(cs_engine *e, cs_flow *f, int dir, uint64_t off, uint64_t len,
+                      const uint8_t *held, const uint8_t *fresh, size_t n, int fresh_kept)
+{
+    (void)e;
+    f->dir[dir].conflicts++;
+    if (f->n_conflict_samples >= CS_CONFLICT_SAMPLES) return;
+    /* "<direction> offset=O length=L kept=held|fresh held=HEX fresh=HEX" (64 bytes at most) */
+    static const char hexd[] = "0123456789abcdef";
+    size_t k = n < 64 ? n : 64;
+    char *out = malloc(120 + 4 * k + 8);
+    if (!out) return;
+    int w = snprintf(out, 120, "%s offset=%llu length=%llu kept=%s held=",
+                     dir == CS_C2S ? "client_to_server" : "server_to_client",
+                     (unsigned long long)off, (unsigned long long)len,
+                     fresh_kept ? "fresh" : "held");
+    char *p = out + w;
+    for (size_t i = 0; i < k; i++) { *p++ = hexd[held[i] >> 4]; *p++ = hexd[held[i] & 15]; }
+    memcpy(p, " fresh=", 7);
+    p += 7;
+    for (size_t i = 0; i < k; i++) { *p++ = hexd[fresh[i] >> 4]; *p++ = hexd[fresh[i] & 15]; }
+    *p = 0;
+    f->conflict_samples[f->n_conflict_samples++] = out;
 }

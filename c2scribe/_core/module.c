@@ -3,9 +3,12 @@
  * Engine is sans-IO: the caller hands it capture-file bytes (or single packets) and gets back
  * the records that became complete, as a list of (kind, dict) pairs; kinds are "connection",
  * "http" and "capture_error". Dict keys are the attribute names of c2scribe/schema.py.
- * libnids is one global state per process, so only one Engine may be live at a time.
+ * libnids is one global state per process, and the HTTP layer reaches the engine through
+ * cs_the_engine, so only one Engine may be live at a time, whichever reassembly it uses.
  */
 #include "core.h"
+#include "../reassembly/ipfrag.h"
+#include "../reassembly/tcpreasm.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -167,7 +170,7 @@ static void one_packet(cs_engine *e, const cs_packet *pkt)
     switch (cs_link_to_ip(pkt->linktype, pkt->data, pkt->caplen, &l3)) {
     case CS_L3_OK:
         cs_count(e, l3.version == 4 ? CSC_IPV4 : CSC_IPV6);
-        cs_nids_packet(e, &l3, pkt);
+        e->reasm->packet(e, &l3, pkt);
         break;
     case CS_L3_NOT_IP: cs_count(e, CSC_NON_IP); break;
     case CS_L3_TRUNCATED: cs_count(e, CSC_LINK_TRUNCATED); break;
@@ -228,7 +231,10 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
                              "decompress_time_limit", "idle_timeout", "established_timeout",
                              "linger", "max_flows", "nids_streams", "nids_hosts", "json",
                              "json_bodies", "stream_chunks", "window_start_us", "window_end_us",
-                             "lookahead", "preroll", "window_last_edge_us", NULL};
+                             "lookahead", "preroll", "window_last_edge_us", "engine",
+                             "tcp_policy", "frag_policy", "frag_timeout", "tcp_conn_max",
+                             "tcp_total_max", "frag_max", "hole_timeout", "host_policies",
+                             NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -237,17 +243,51 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     double idle = 300, est = 3600, linger = 2;
     Py_ssize_t sk = 0, bk = 65536, pm = 1 << 20, bl = 64 << 20, tl = 100000, mf = 1 << 18;
     int ns = 1 << 16, nh = 4096, json = 0, json_bodies = 0, chunks = 0;
-    PyObject *wstart = Py_None, *wend = Py_None, *wlast = Py_None;
-    double lookahead = 3600, preroll = 600;
+    PyObject *wstart = Py_None, *wend = Py_None, *wlast = Py_None, *hosts = NULL;
+    double lookahead = 3600, preroll = 600, frag_timeout = 60, hole_timeout = 5;
+    const char *engine = "nids", *tcp_policy = "bsd", *frag_policy = "first";
+    Py_ssize_t conn_max = 8 << 20, total_max = (Py_ssize_t)512 << 20, frag_max = 32 << 20;
     if (self->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddO", kwlist, &sk, &bk, &pm, &bl,
-                                     &tl, &idle, &est, &linger, &mf, &ns, &nh, &json,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndO", kwlist, &sk, &bk,
+                                     &pm, &bl, &tl, &idle, &est, &linger, &mf, &ns, &nh, &json,
                                      &json_bodies, &chunks, &wstart, &wend, &lookahead, &preroll,
-                                     &wlast))
+                                     &wlast, &engine, &tcp_policy, &frag_policy, &frag_timeout,
+                                     &conn_max, &total_max, &frag_max, &hole_timeout, &hosts))
         return -1;
+    static const char *const frag_policies[] = {"first", "last", "bsd", "linux", "windows",
+                                                "solaris"};
+    int native = strcmp(engine, "native") == 0;
+    if (!native && strcmp(engine, "nids") != 0) {
+        PyErr_Format(PyExc_ValueError, "unknown engine '%s' (nids or native)", engine);
+        return -1;
+    }
+    o.native = native;
+    o.tcp_policy = cs_tcp_policy_from_name(tcp_policy);
+    if (o.tcp_policy < 0) {
+        PyErr_Format(PyExc_ValueError, "unknown TCP overlap policy '%s'", tcp_policy);
+        return -1;
+    }
+    o.frag_policy = -1;
+    for (int i = 0; i < (int)(sizeof frag_policies / sizeof *frag_policies); i++)
+        if (strcmp(frag_policy, frag_policies[i]) == 0) o.frag_policy = i;
+    if (o.frag_policy < 0) {
+        PyErr_Format(PyExc_ValueError, "unknown IP fragment overlap policy '%s'", frag_policy);
+        return -1;
+    }
+    if (frag_timeout <= 0 || hole_timeout <= 0 || conn_max < 65536 || total_max < conn_max ||
+        frag_max < 65536) {
+        PyErr_SetString(PyExc_ValueError, "native engine limits must be positive (memory caps "
+                        "at least 64 KiB, the total at least the per-connection one)");
+        return -1;
+    }
+    o.frag_timeout_us = (int64_t)(frag_timeout * 1e6);
+    o.hole_timeout_us = (int64_t)(hole_timeout * 1e6);
+    o.tcp_conn_max = conn_max;
+    o.tcp_total_max = total_max;
+    o.frag_max = frag_max;
     if ((wstart == Py_None) != (wend == Py_None)) {
         PyErr_SetString(PyExc_ValueError, "window_start_us and window_end_us go together");
         return -1;
@@ -287,9 +327,39 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     o.established_timeout_us = (int64_t)(est * 1e6);
     o.linger_us = (int64_t)(linger * 1e6);
 
+    /* host_policies: ((ip version, 16-byte address, prefix length, policy name), ...) */
+    if (hosts && hosts != Py_None) {
+        PyObject *seq = PySequence_Fast(hosts, "host_policies must be a sequence");
+        if (!seq) return -1;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        o.host_policy = n ? calloc((size_t)n, sizeof *o.host_policy) : NULL;
+        if (n && !o.host_policy) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            cs_host_policy *hp = &o.host_policy[i];
+            Py_buffer a;
+            const char *pol;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "iy*is", &hp->ipver, &a,
+                                  &hp->prefix, &pol)) {
+                free(o.host_policy); Py_DECREF(seq); return -1;
+            }
+            int ok = a.len == 16 && (hp->ipver == 4 || hp->ipver == 6) && hp->prefix >= 0 &&
+                     hp->prefix <= (hp->ipver == 4 ? 32 : 128);
+            if (ok) memcpy(hp->addr, a.buf, 16);
+            PyBuffer_Release(&a);
+            hp->policy = cs_tcp_policy_from_name(pol);
+            if (!ok || hp->policy < 0) {
+                PyErr_Format(PyExc_ValueError, "bad host policy #%zd", i);
+                free(o.host_policy); Py_DECREF(seq); return -1;
+            }
+        }
+        o.n_host_policy = (int)n;
+        Py_DECREF(seq);
+    }
+
     cs_engine *e = &self->e;
     memset(e, 0, sizeof *e);
     e->opt = o;
+    e->reasm = native ? &cs_native_ops : &cs_nids_ops;
     e->json = json;
     e->json_bodies = json_bodies;
     e->stream_chunks = chunks && !json;
@@ -307,7 +377,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     }
     char err[512];
     cs_the_engine = e;
-    if (cs_nids_start(e, err, sizeof err)) {
+    if (e->reasm->start(e, err, sizeof err)) {
         cs_the_engine = NULL;
         PyErr_SetString(PyExc_RuntimeError, err);
         return -1;
@@ -321,13 +391,17 @@ static void release(EngineObject *self)
     cs_engine *e = &self->e;
     if (self->started && !e->finished) {
         /* Dropped without finish(): release libnids, discarding what it still held. */
-        cs_nids_finish(e);
+        e->reasm->finish(e);
         e->finished = 1;
     }
     if (e->reader_open) cs_reader_free(&e->reader);
     e->reader_open = 0;
+    if (self->started && e->reasm->stop) e->reasm->stop(e);
     cs_flows_free(e);
     cs_http_free_cfg(e);
+    free(e->opt.host_policy);
+    e->opt.host_policy = NULL;
+    e->opt.n_host_policy = 0;
     if (cs_the_engine == e) cs_the_engine = NULL;
 }
 
@@ -416,7 +490,7 @@ static PyObject *Engine_finish(EngineObject *self, PyObject *unused)
     if (e->reader_open && !e->reader_failed && !e->win_done &&
         cs_reader_finish(&e->reader) == CS_ERROR)
         capture_error(e);
-    cs_nids_finish(e);
+    e->reasm->finish(e);
     cs_flows_flush_all(e);
     e->finished = 1;
     PyObject *out = take_output(e);
@@ -540,6 +614,6 @@ PyMODINIT_FUNC PyInit__core(void)
     PyObject *m = PyModule_Create(&coremodule);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0) { Py_DECREF(m); return NULL; }
-    PyModule_AddStringConstant(m, "ENGINE_NAME", "nids");
+    PyModule_AddStringConstant(m, "ENGINES", "nids native");
     return m;
 }

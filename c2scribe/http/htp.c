@@ -5,6 +5,14 @@
  * the first opt.body_keep bytes. A transaction crosses into Python once, when it completes
  * or when its connection ends (then flagged incomplete). Data libhtp did not consume
  * (HTP_STREAM_DATA_OTHER) is kept, bounded, and fed again once the other direction moved.
+ *
+ * Capture gaps (the native engine skips holes): libhtp 0.5 has no notion of missing bytes, so
+ * it is kept in step by hand. A hole inside a body whose remaining length is known (a
+ * Content-Length, an identity body read until close, a chunk whose size we track beside
+ * libhtp) is fed as zeros. A hole anywhere else ends the message in hand with the fewest
+ * bytes that close it, then what follows is dropped until a message starts. A hole that
+ * swallowed the start of a message gets a stand-in message at once, so that requests and
+ * responses stay paired; its transaction says which side was lost.
  */
 #include "../_core/core.h"
 
@@ -23,7 +31,24 @@ struct cs_http {
     int stopped[2];               /* parser error, tunnel or close in that direction */
     int tunnel;
     int unexpected[2];            /* libhtp said "Unexpected ... body": bytes past a message */
+    /* capture gaps */
+    int skipping[2];              /* bytes are dropped until a message starts */
+    uint8_t carry[2][24];         /* a possible message start cut by the end of a chunk */
+    size_t carry_len[2];
+    int standin[2];               /* a stand-in message is being fed */
+    int lost_start[2];            /* a response's start may have been lost: decided when the
+                                   * next one starts, by the requests then unanswered */
+    uint64_t fed[2];              /* bytes libhtp consumed */
+    uint8_t last[2];              /* the last byte libhtp consumed */
+    struct chunks {               /* a chunked body, parsed beside libhtp */
+        htp_tx_t *tx;
+        int state;                /* CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE */
+        int digits, broken;
+        uint64_t size, left, seen;
+    } ch[2];
 };
+
+enum { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE };
 
 typedef struct cs_tx {
     int64_t start_us, end_us;
@@ -40,6 +65,8 @@ typedef struct cs_tx {
     int decoder_checked[2];
     BrotliDecoderState *br[2];    /* Content-Encoding: br, which libhtp 0.5 does not decode */
     uint64_t br_out[2];
+    uint64_t missing[2];          /* bytes of the message the capture does not hold */
+    int lost[2];                  /* that side of the exchange was lost to a gap (stand-in) */
 } cs_tx;
 
 static const struct { uint64_t bit; const char *name; } tx_flag_names[] = {
@@ -110,7 +137,10 @@ static int on_request_start(htp_tx_t *tx)
 {
     cs_flow *f = htp_connp_get_user_data(tx->connp);
     if (f && f->http) f->http->unexpected[CS_C2S] = 0;
-    return tx_info(tx) ? HTP_OK : HTP_ERROR;
+    cs_tx *t = tx_info(tx);
+    if (!t) return HTP_ERROR;
+    if (f && f->http && f->http->standin[CS_C2S]) t->lost[CS_C2S] = t->response_only = 1;
+    return HTP_OK;
 }
 
 static int on_response_start(htp_tx_t *tx)
@@ -121,6 +151,7 @@ static int on_response_start(htp_tx_t *tx)
     cs_tx *t = tx_info(tx);
     if (!t) return HTP_ERROR;
     if (fresh) t->response_only = 1;
+    if (f && f->http && f->http->standin[CS_S2C]) t->lost[CS_S2C] = 1;
     tx_touch(engine_of(tx->connp), t);
     return HTP_OK;
 }
@@ -340,9 +371,11 @@ static void rec_headers(cs_rec *r, const char *k, htp_table_t *t)
 
 static void rec_flags(cs_rec *r, const char *k, uint64_t flags, const cs_tx *t)
 {
-    static const char *const ours[2][2] = {
-        {"request_bytes_after_body", "request_body_decoding_failed"},
-        {"response_bytes_after_body", "response_body_decoding_failed"},
+    static const char *const ours[2][4] = {
+        {"request_bytes_after_body", "request_body_decoding_failed", "request_gap",
+         "request_lost_in_gap"},
+        {"response_bytes_after_body", "response_body_decoding_failed", "response_gap",
+         "response_lost_in_gap"},
     };
     cs_rec_list_begin(r, k);
     for (size_t i = 0; i < sizeof tx_flag_names / sizeof *tx_flag_names; i++)
@@ -351,6 +384,8 @@ static void rec_flags(cs_rec *r, const char *k, uint64_t flags, const cs_tx *t)
     for (int d = 0; d < 2; d++) {
         if (t->extra[d]) cs_rec_item(r, ours[d][0], strlen(ours[d][0]));
         if (t->decode_failed[d]) cs_rec_item(r, ours[d][1], strlen(ours[d][1]));
+        if (t->missing[d]) cs_rec_item(r, ours[d][2], strlen(ours[d][2]));
+        if (t->lost[d]) cs_rec_item(r, ours[d][3], strlen(ours[d][3]));
     }
     cs_rec_list_end(r);
 }
@@ -373,6 +408,7 @@ static const char *tx_state(htp_tx_t *tx, cs_tx *t)
         tx->response_message_len < tx->response_content_length &&
         tx->response_transfer_coding == HTP_CODING_IDENTITY)
         res = HTP_RESPONSE_BODY;
+    if (t->lost[CS_S2C]) res = HTP_RESPONSE_NOT_STARTED;     /* a stand-in */
     if (t->response_only) return res >= HTP_RESPONSE_COMPLETE ? "response_only" : "partial_response_only";
     if (req < HTP_REQUEST_COMPLETE) return res > HTP_RESPONSE_NOT_STARTED ? "partial_request" : "partial_request_no_response";
     if (res == HTP_RESPONSE_NOT_STARTED) return "no_response";
@@ -442,7 +478,7 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     cs_count(e, CSC_HTTP_TRANSACTIONS);
     cs_rec r;
     if (e->py_error || cs_rec_begin(e, &r)) { tx_free(t); return; }
-    int has_response = tx->response_progress > HTP_RESPONSE_NOT_STARTED;
+    int has_response = tx->response_progress > HTP_RESPONSE_NOT_STARTED && !t->lost[CS_S2C];
     int no_request = t->response_only;
     char sha[2][65];
     PyObject *ff = cs_file_name(e, t->first.file), *fl = cs_file_name(e, t->last.file);
@@ -460,21 +496,28 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     rec_bstr(&r, "uri", no_request ? NULL : tx->request_uri);
     rec_bstr(&r, "request_protocol", no_request ? NULL : tx->request_protocol);
     cs_rec_bool(&r, "http_09", tx->is_protocol_0_9);
-    rec_bstr(&r, "hostname", tx->request_hostname);
-    rec_header(&r, "host_header", tx->request_headers, "host");
-    rec_bstr(&r, "url_scheme", uri_part(tx->parsed_uri_raw, 2));
-    rec_bstr(&r, "url_path", uri_part(tx->parsed_uri_raw, 0));
-    rec_bstr(&r, "url_query", uri_part(tx->parsed_uri_raw, 1));
-    if (tx->request_port_number > 0) cs_rec_int(&r, "url_port", tx->request_port_number);
+    /* a stand-in for a request lost to a gap has nothing of the real one */
+    htp_table_t *rqh = t->lost[CS_C2S] ? NULL : tx->request_headers;
+    htp_uri_t *ru = t->lost[CS_C2S] ? NULL : tx->parsed_uri_raw;
+    rec_bstr(&r, "hostname", t->lost[CS_C2S] ? NULL : tx->request_hostname);
+    rec_header(&r, "host_header", rqh, "host");
+    rec_bstr(&r, "url_scheme", uri_part(ru, 2));
+    rec_bstr(&r, "url_path", uri_part(ru, 0));
+    rec_bstr(&r, "url_query", uri_part(ru, 1));
+    if (tx->request_port_number > 0 && !t->lost[CS_C2S])
+        cs_rec_int(&r, "url_port", tx->request_port_number);
     else cs_rec_null(&r, "url_port");
-    rec_header(&r, "user_agent", tx->request_headers, "user-agent");
-    rec_header(&r, "referrer", tx->request_headers, "referer");
-    rec_header(&r, "x_forwarded_for", tx->request_headers, "x-forwarded-for");
-    rec_header(&r, "request_content_type", tx->request_headers, "content-type");
-    rec_headers(&r, "request_headers", tx->request_headers);
+    rec_header(&r, "user_agent", rqh, "user-agent");
+    rec_header(&r, "referrer", rqh, "referer");
+    rec_header(&r, "x_forwarded_for", rqh, "x-forwarded-for");
+    rec_header(&r, "request_content_type", rqh, "content-type");
+    rec_headers(&r, "request_headers", rqh);
     cs_rec_int(&r, "request_body_bytes", (long long)t->body_len[CS_C2S]);
-    cs_rec_int(&r, "request_body_wire_bytes", tx->request_message_len > 0 ? tx->request_message_len : 0);
-    cs_rec_cstr(&r, "request_body_sha256", sha_hex(t->sha[CS_C2S], sha[0]));
+    cs_rec_int(&r, "request_body_wire_bytes", tx->request_message_len > 0 && !t->lost[CS_C2S]
+                                              ? tx->request_message_len : 0);
+    /* a body with a hole has no meaningful hash: null, and its missing bytes are given */
+    cs_rec_cstr(&r, "request_body_sha256", t->missing[CS_C2S] ? NULL : sha_hex(t->sha[CS_C2S], sha[0]));
+    cs_rec_int(&r, "request_missing_bytes", (long long)t->missing[CS_C2S]);
     cs_rec_bytes(&r, "request_body", t->keep[CS_C2S], t->keep_len[CS_C2S], e->opt.body_keep > 0);
     cs_rec_bool(&r, "request_body_truncated", t->keep_trunc[CS_C2S]);
     if (has_response && tx->response_status_number > 0)
@@ -483,11 +526,14 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     rec_bstr(&r, "status_text", has_response ? tx->response_status : NULL);
     rec_bstr(&r, "status_phrase", has_response ? tx->response_message : NULL);
     rec_bstr(&r, "response_protocol", has_response ? tx->response_protocol : NULL);
-    rec_header(&r, "response_content_type", tx->response_headers, "content-type");
-    rec_headers(&r, "response_headers", tx->response_headers);
+    htp_table_t *rsh = has_response ? tx->response_headers : NULL;
+    rec_header(&r, "response_content_type", rsh, "content-type");
+    rec_headers(&r, "response_headers", rsh);
     cs_rec_int(&r, "response_body_bytes", (long long)t->body_len[CS_S2C]);
-    cs_rec_int(&r, "response_body_wire_bytes", tx->response_message_len > 0 ? tx->response_message_len : 0);
-    cs_rec_cstr(&r, "response_body_sha256", sha_hex(t->sha[CS_S2C], sha[1]));
+    cs_rec_int(&r, "response_body_wire_bytes", tx->response_message_len > 0 && has_response
+                                               ? tx->response_message_len : 0);
+    cs_rec_cstr(&r, "response_body_sha256", t->missing[CS_S2C] ? NULL : sha_hex(t->sha[CS_S2C], sha[1]));
+    cs_rec_int(&r, "response_missing_bytes", (long long)t->missing[CS_S2C]);
     cs_rec_bytes(&r, "response_body", t->keep[CS_S2C], t->keep_len[CS_S2C], e->opt.body_keep > 0);
     cs_rec_bool(&r, "response_body_truncated", t->keep_trunc[CS_S2C]);
     cs_rec_bool(&r, "continue_100", tx->seen_100continue);
@@ -558,6 +604,110 @@ static int classify(int dir, const uint8_t *p, size_t n)
     return sp > p + i && p + ll - sp > 5 && strncasecmp((const char *)sp, "HTTP/", 5) == 0 ? 1 : 0;
 }
 
+/* ---------- chunked bodies, followed beside libhtp (to fill gaps inside them) ---------- */
+
+static htp_tx_t *current_tx(cs_http *h, int dir)
+{
+    return dir == CS_C2S ? htp_connp_get_in_tx(h->connp) : htp_connp_get_out_tx(h->connp);
+}
+
+static int tx_progress(htp_tx_t *tx, int dir)
+{
+    return dir == CS_C2S ? (int)tx->request_progress : (int)tx->response_progress;
+}
+
+static int tx_coding(htp_tx_t *tx, int dir)
+{
+    return dir == CS_C2S ? (int)tx->request_transfer_coding : (int)tx->response_transfer_coding;
+}
+
+static int64_t tx_message_len(htp_tx_t *tx, int dir)
+{
+    return dir == CS_C2S ? tx->request_message_len : tx->response_message_len;
+}
+
+static int hexval(uint8_t c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The chunk framing of body bytes libhtp consumed: where the next gap falls. */
+static void chunk_bytes(struct chunks *c, const uint8_t *p, size_t n)
+{
+    c->seen += n;
+    for (size_t i = 0; i < n && !c->broken; i++) {
+        uint8_t b = p[i];
+        switch (c->state) {
+        case CH_SIZE:
+            if (b == '\n') {
+                if (!c->digits) { c->broken = 1; break; }
+                c->state = c->size ? CH_DATA : CH_TRAILER;
+                c->left = c->size;
+                c->digits = 0;
+            } else if (c->digits < 0) {
+                /* past the size: extensions, blanks, CR, ignored to the end of the line */
+            } else if (hexval(b) >= 0) {
+                if (c->size >> 56) { c->broken = 1; break; }
+                c->size = c->size * 16 + (uint64_t)hexval(b);
+                c->digits++;
+            } else if ((b == ' ' || b == '\t') && !c->digits) {
+                /* leading blanks */
+            } else if (c->digits > 0) {
+                c->digits = -c->digits;
+            } else {
+                c->broken = 1;
+            }
+            break;
+        case CH_DATA: {
+            size_t k = n - i < c->left ? n - i : (size_t)c->left;
+            c->left -= k;
+            i += k - 1;
+            if (!c->left) c->state = CH_DATA_END;
+            break;
+        }
+        case CH_DATA_END:
+            if (b == '\n') { c->state = CH_SIZE; c->size = 0; c->digits = 0; }
+            break;
+        case CH_TRAILER:                /* header lines until an empty one */
+            if (b == '\n') {
+                if (c->digits == 0) c->state = CH_DONE;
+                c->digits = 0;
+            } else if (b != '\r') c->digits = 1;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void track(cs_http *h, int dir, const uint8_t *d, size_t consumed)
+{
+    uint64_t before = h->fed[dir];
+    h->fed[dir] += consumed;
+    if (consumed) h->last[dir] = d[consumed - 1];
+    struct chunks *c = &h->ch[dir];
+    htp_tx_t *tx = current_tx(h, dir);
+    /* (HTP_REQUEST_BODY and _TRAILER have the values of HTP_RESPONSE_BODY and _TRAILER) */
+    if (!tx || tx_coding(tx, dir) != HTP_CODING_CHUNKED ||
+        (tx_progress(tx, dir) != HTP_REQUEST_BODY && tx_progress(tx, dir) != HTP_REQUEST_TRAILER)) {
+        c->tx = NULL;
+        return;
+    }
+    int64_t ml = tx_message_len(tx, dir);
+    if (c->tx != tx) {
+        memset(c, 0, sizeof *c);
+        c->tx = tx;
+        uint64_t start = h->fed[dir] - (uint64_t)(ml > 0 ? ml : 0);
+        if (ml < 0 || start < before) { c->broken = 1; return; }
+        chunk_bytes(c, d + (start - before), (size_t)(h->fed[dir] - start));
+    } else if (!c->broken) {
+        chunk_bytes(c, d, consumed);
+    }
+    /* libhtp counts the body's bytes on the wire too: the two must agree */
+    if (tx_progress(tx, dir) == HTP_REQUEST_BODY && c->seen != (uint64_t)ml) c->broken = 1;
+}
+
 static int feed_parser(cs_engine *e, cs_http *h, int dir, const uint8_t *d, size_t n, size_t *consumed)
 {
     struct timeval tv = now_tv(e);
@@ -574,6 +724,7 @@ static int feed_parser(cs_engine *e, cs_http *h, int dir, const uint8_t *d, size
         h->stopped[dir] = 1;
     } else if (rc == HTP_STREAM_CLOSED || rc == HTP_STREAM_STOP)
         h->stopped[dir] = 1;
+    track(h, dir, d, *consumed);
     return rc;
 }
 
@@ -617,6 +768,259 @@ static void feed(cs_engine *e, cs_http *h, int dir, const uint8_t *d, size_t n)
         if (used < n) stash(e, h, dir, d + used, n - used);
     }
     if (h->pending_len[!dir]) retry_pending(e, h, !dir);
+}
+
+/* ---------- capture gaps ---------- */
+
+#define FILL_MAX ((uint64_t)64 << 20)   /* zeros fed for one gap, at most */
+
+static void feed_zeros(cs_engine *e, cs_http *h, int dir, uint64_t n)
+{
+    static const uint8_t zeros[65536];
+    while (n && !h->stopped[dir]) {
+        size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
+        feed(e, h, dir, zeros, k);
+        n -= k;
+    }
+}
+
+/* The start of a message was lost: a stand-in keeps requests and responses paired. */
+static void feed_standin(cs_engine *e, cs_http *h, int dir)
+{
+    static const char req[] = "GAP /c2scribe-gap HTTP/1.1\r\n\r\n";
+    static const char res[] = "HTTP/1.1 599 c2scribe-gap\r\nContent-Length: 0\r\n\r\n";
+    h->standin[dir] = 1;
+    if (dir == CS_C2S) feed(e, h, dir, (const uint8_t *)req, sizeof req - 1);
+    else feed(e, h, dir, (const uint8_t *)res, sizeof res - 1);
+    h->standin[dir] = 0;
+}
+
+/* Requests parsed whose response has not started. */
+static int unanswered(cs_http *h)
+{
+    htp_conn_t *conn = htp_connp_get_connection(h->connp);
+    int n = 0;
+    size_t k = conn && conn->transactions ? htp_list_size(conn->transactions) : 0;
+    for (size_t i = 0; i < k; i++) {
+        htp_tx_t *tx = htp_list_get(conn->transactions, i);
+        if (tx && tx->request_progress > HTP_REQUEST_NOT_STARTED &&
+            tx->response_progress == HTP_RESPONSE_NOT_STARTED)
+            n++;
+    }
+    return n;
+}
+
+/* A hole took the start of what came next. A lost request gets its stand-in at once (its
+ * response may be on the way). Bytes lost after a response can as well be the next response
+ * as bytes past this one's end: that is decided when the next response starts. */
+static void lost_start(cs_engine *e, cs_http *h, int dir)
+{
+    if (dir == CS_C2S) feed_standin(e, h, dir);
+    else h->lost_start[dir] = 1;
+}
+
+static int idle(htp_tx_t *tx, int dir)
+{
+    return !tx || tx_progress(tx, dir) == HTP_REQUEST_NOT_STARTED ||
+           tx_progress(tx, dir) >= HTP_REQUEST_COMPLETE;
+}
+
+/* End the message in hand with the fewest bytes that close it: its headers, the rest of a
+ * Content-Length body (zeros), the framing of a chunked body. 0 when it ended. */
+static int end_message(cs_engine *e, cs_http *h, int dir)
+{
+    htp_tx_t *tx = current_tx(h, dir);
+    for (int round = 0; round < 8 && !h->stopped[dir]; round++) {
+        if (idle(tx, dir) || current_tx(h, dir) != tx) return 0;
+        int prog = tx_progress(tx, dir);
+        if (prog < HTP_REQUEST_BODY) {                       /* line or headers */
+            const char *end = h->last[dir] == '\n' ? "\r\n" : "\r\n\r\n";
+            feed(e, h, dir, (const uint8_t *)end, strlen(end));
+            continue;
+        }
+        if (prog == HTP_REQUEST_TRAILER) {
+            feed(e, h, dir, (const uint8_t *)"\r\n", 2);
+            continue;
+        }
+        if (tx_coding(tx, dir) == HTP_CODING_CHUNKED) {
+            struct chunks *c = &h->ch[dir];
+            if (c->broken || c->tx != tx) break;
+            switch (c->state) {
+            case CH_DATA:
+                if (c->left > FILL_MAX) goto give_up;
+                feed_zeros(e, h, dir, c->left);
+                break;
+            case CH_DATA_END: feed(e, h, dir, (const uint8_t *)"\r\n", 2); break;
+            case CH_SIZE:
+                if (c->digits) feed(e, h, dir, (const uint8_t *)"\r\n", 2);
+                else feed(e, h, dir, (const uint8_t *)"0\r\n\r\n", 5);
+                break;
+            default: feed(e, h, dir, (const uint8_t *)"\r\n", 2); break;
+            }
+            continue;
+        }
+        int64_t cl = dir == CS_C2S ? tx->request_content_length : tx->response_content_length;
+        int64_t ml = tx_message_len(tx, dir);
+        if (cl < 0 || cl - ml > (int64_t)FILL_MAX) break;   /* until close, or too long */
+        feed_zeros(e, h, dir, (uint64_t)(cl > ml ? cl - ml : 0));
+    }
+give_up:
+    h->stopped[dir] = 1;            /* cannot be put back in step: no more HTTP this way */
+    cs_count(e, CSC_HTTP_PARSER_ERRORS);
+    return -1;
+}
+
+static void start_skipping(cs_http *h, int dir)
+{
+    h->skipping[dir] = 1;
+    h->carry_len[dir] = 0;
+}
+
+void cs_http_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n)
+{
+    if (f->http_decided < 0) return;
+    if (!f->http && !(f->http = calloc(1, sizeof *f->http))) return;
+    cs_http *h = f->http;
+    if (f->http_decided == 0) {
+        /* not yet known to be HTTP: what was held of this side no longer leads anywhere */
+        h->pre_len[dir] = h->skip[dir] < h->pre_len[dir] ? h->skip[dir] : h->pre_len[dir];
+        start_skipping(h, dir);
+        return;
+    }
+    if (h->stopped[dir] || h->skipping[dir]) return;
+    if (h->pending_len[dir]) {                 /* bytes still waiting for the other side */
+        e->counters[CSC_HTTP_PENDING_DROPPED] += h->pending_len[dir];
+        free(h->pending[dir]);
+        h->pending[dir] = NULL;
+        h->pending_len[dir] = 0;
+    }
+    htp_tx_t *tx = current_tx(h, dir);
+    if (idle(tx, dir)) {
+        /* between messages: the next one's start is lost */
+        lost_start(e, h, dir);
+        start_skipping(h, dir);
+        cs_count(e, CSC_HTTP_GAP_RESYNC);
+        return;
+    }
+    cs_tx *t = tx_info(tx);
+    if (t) t->missing[dir] += n;
+    int prog = tx_progress(tx, dir);
+    if (prog == HTP_REQUEST_BODY && tx_coding(tx, dir) == HTP_CODING_IDENTITY) {
+        int64_t cl = dir == CS_C2S ? tx->request_content_length : tx->response_content_length;
+        int64_t ml = tx_message_len(tx, dir);
+        if (cl < 0) {                          /* read until close: any length goes */
+            if (n <= FILL_MAX) { feed_zeros(e, h, dir, n); cs_count(e, CSC_HTTP_GAPS_FILLED); return; }
+        } else {
+            uint64_t left = cl > ml ? (uint64_t)(cl - ml) : 0;
+            if (n <= left) { feed_zeros(e, h, dir, n); cs_count(e, CSC_HTTP_GAPS_FILLED); return; }
+            if (left <= FILL_MAX) {
+                /* the body's end, then the start of the next message, were lost */
+                if (t) t->missing[dir] -= n - left;
+                feed_zeros(e, h, dir, left);
+                lost_start(e, h, dir);
+                start_skipping(h, dir);
+                cs_count(e, CSC_HTTP_GAP_RESYNC);
+                return;
+            }
+        }
+    } else if (prog == HTP_REQUEST_BODY && tx_coding(tx, dir) == HTP_CODING_CHUNKED) {
+        struct chunks *c = &h->ch[dir];
+        if (!c->broken && c->tx == tx && c->state == CH_DATA && n <= c->left) {
+            feed_zeros(e, h, dir, n);
+            cs_count(e, CSC_HTTP_GAPS_FILLED);
+            return;
+        }
+    }
+    /* the framing was lost: close the message, then wait for the next one to start */
+    if (end_message(e, h, dir) == 0) start_skipping(h, dir);
+    cs_count(e, CSC_HTTP_GAP_RESYNC);
+}
+
+static int known_method(const uint8_t *p, size_t n, int *partial)
+{
+    *partial = 0;
+    for (int k = 0; known_methods[k]; k++) {
+        size_t ml = strlen(known_methods[k]);
+        if (n >= ml + 1) {
+            if (memcmp(p, known_methods[k], ml) == 0 && p[ml] == ' ') return 1;
+        } else if (memcmp(p, known_methods[k], n) == 0) {
+            *partial = 1;
+        }
+    }
+    return 0;
+}
+
+/* Does a message start at p? 1 yes; 0 no (*partial: p is too short to tell). */
+static int starts_here(int dir, const uint8_t *p, size_t n, int *partial)
+{
+    *partial = 0;
+    if (dir == CS_C2S) return known_method(p, n, partial);
+    if (n >= 9)
+        return memcmp(p, "HTTP/1.", 7) == 0 && (p[7] == '0' || p[7] == '1') && p[8] == ' ';
+    static const char *const status[] = {"HTTP/1.0 ", "HTTP/1.1 "};
+    for (int i = 0; i < 2; i++)
+        if (memcmp(p, status[i], n) == 0) *partial = 1;
+    return 0;
+}
+
+/* The first message start in p, at p itself or after a line end (a segment that follows a
+ * hole may well begin a message): 1 and *at; or 0, with *cut the offset of a possible start
+ * that the end of p cuts short (-1: none). */
+static int find_start(int dir, const uint8_t *p, size_t n, size_t *at, long *cut)
+{
+    *cut = -1;
+    size_t i = 0;
+    while (i < n) {
+        int partial;
+        if (starts_here(dir, p + i, n - i, &partial)) { *at = i; return 1; }
+        if (partial) { *cut = (long)i; return 0; }
+        const uint8_t *nl = memchr(p + i, '\n', n - i);
+        if (!nl) break;
+        i = (size_t)(nl - p) + 1;
+    }
+    return 0;
+}
+
+/* While skipping: the bytes of data from where a message starts (1), or none (0). *tmp: a
+ * buffer to free afterwards (a start cut across two chunks). */
+static int skip_to_start(cs_engine *e, cs_http *h, int dir, const uint8_t **data, size_t *len,
+                         uint8_t **tmp)
+{
+    const uint8_t *p = *data;
+    size_t n = *len, at;
+    long cut;
+    int partial;
+    *tmp = NULL;
+    if (h->carry_len[dir]) {                   /* the start of a line cut by the last chunk */
+        size_t c = h->carry_len[dir];
+        h->carry_len[dir] = 0;
+        uint8_t *both = malloc(c + n);
+        if (both) {
+            memcpy(both, h->carry[dir], c);
+            memcpy(both + c, p, n);
+            if (starts_here(dir, both, c + n, &partial)) {
+                h->skipping[dir] = 0;
+                *tmp = both;
+                *data = both;
+                *len = c + n;
+                return 1;
+            }
+            free(both);
+        }
+    }
+    if (!find_start(dir, p, n, &at, &cut)) {
+        if (cut >= 0 && n - (size_t)cut <= sizeof h->carry[dir]) {
+            h->carry_len[dir] = n - (size_t)cut;
+            memcpy(h->carry[dir], p + cut, h->carry_len[dir]);
+        }
+        e->counters[CSC_HTTP_GAP_SKIPPED] += n;
+        return 0;
+    }
+    h->skipping[dir] = 0;
+    e->counters[CSC_HTTP_GAP_SKIPPED] += at;
+    *data = p + at;
+    *len = n - at;
+    return 1;
 }
 
 /* A SOCKS 4, 4a or 5 CONNECT handshake at the start of the connection (proxies carry C2 too):
@@ -681,6 +1085,8 @@ static int socks_walk(cs_http *h)
     return 1;
 }
 
+static void http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len);
+
 static int http_open(cs_engine *e, cs_flow *f, cs_http *h)
 {
     h->connp = htp_connp_create(e->http_cfg);
@@ -703,6 +1109,23 @@ static void undecided(cs_flow *f, int verdict)
 void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
 {
     if (f->http_decided < 0) return;
+    cs_http *h = f->http;
+    if (h && h->skipping[dir]) {
+        uint8_t *tmp;
+        if (skip_to_start(e, h, dir, &data, &len, &tmp)) {
+            /* a response starts while two requests wait: the first one's answer was lost */
+            if (h->lost_start[dir] && h->connp && unanswered(h) >= 2) feed_standin(e, h, dir);
+            h->lost_start[dir] = 0;
+            http_data(e, f, dir, data, len);
+        }
+        free(tmp);
+        return;
+    }
+    http_data(e, f, dir, data, len);
+}
+
+static void http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
+{
     if (f->http_decided > 0) {
         feed(e, f->http, dir, data, len);
         return;

@@ -53,7 +53,7 @@ static void on_ip(struct ip *iph, int skblen)
 {
     (void)skblen;
     const uint8_t *p = (const uint8_t *)iph;
-    packet_flow = cs_flow_packet(cs_the_engine, 4, p, (uint32_t)p[2] << 8 | p[3]);
+    packet_flow = cs_flow_packet(cs_the_engine, 4, p, (uint32_t)p[2] << 8 | p[3], NULL);
 }
 
 static void on_tcp(struct tcp_stream *a, void **param)
@@ -105,7 +105,7 @@ static void on_tcp(struct tcp_stream *a, void **param)
     }
 }
 
-int cs_nids_start(cs_engine *e, char *err, size_t errlen)
+static int nids_start(cs_engine *e, char *err, size_t errlen)
 {
     (void)e;
     if (!dead_handle) dead_handle = pcap_open_dead(DLT_RAW, 262144);
@@ -137,10 +137,10 @@ int cs_nids_start(cs_engine *e, char *err, size_t errlen)
     return 0;
 }
 
-void cs_nids_packet(cs_engine *e, const cs_l3 *l3, const cs_packet *pkt)
+static void nids_packet(cs_engine *e, const cs_l3 *l3, const cs_packet *pkt)
 {
     if (l3->version != 4) {
-        if (cs_flow_packet(e, 6, l3->ip, l3->len)) cs_count(e, CSC_IPV6_NOT_REASSEMBLED);
+        if (cs_flow_packet(e, 6, l3->ip, l3->len, NULL)) cs_count(e, CSC_IPV6_NOT_REASSEMBLED);
         return;
     }
     /* libnids may write into the packet: give it a copy, never the caller's buffer. */
@@ -156,7 +156,7 @@ void cs_nids_packet(cs_engine *e, const cs_l3 *l3, const cs_packet *pkt)
 }
 
 /* Stop following a flow libnids still holds (timeout, reuse, eviction decided by us). */
-void cs_nids_release(cs_engine *e, cs_flow *f, enum cs_end why)
+static void nids_release(cs_engine *e, cs_flow *f, enum cs_end why)
 {
     struct tcp_stream *a = f->engine_ref;
     if (!a) return;
@@ -166,15 +166,20 @@ void cs_nids_release(cs_engine *e, cs_flow *f, enum cs_end why)
     nids_free_tcp_stream(a);
 }
 
-void cs_nids_finish(cs_engine *e)
+static void nids_finish(cs_engine *e)
 {
     /* End the streams we follow in our own (capture) order first: libnids' hash table order
      * is randomised per process, and output must be the same on every run. */
     cs_flow *f;
     enum cs_end why = e->win_done ? CS_END_WINDOW_CUT : CS_END_OPEN;
     while ((f = e->head[CS_LIST_TRACKED])) {
-        if (f->engine_ref) cs_nids_release(e, f, why);
+        if (f->engine_ref) nids_release(e, f, why);
         else cs_flow_end(e, f, why);
     }
     nids_exit();     /* anything left goes to on_tcp with NIDS_EXITING */
 }
+
+const cs_reasm_ops cs_nids_ops = {
+    .name = "nids", .start = nids_start, .packet = nids_packet, .finish = nids_finish,
+    .release = nids_release, .stop = NULL, .swap = NULL,
+};

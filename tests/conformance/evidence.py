@@ -161,6 +161,17 @@ class Ctx:
     def segs(self) -> tuple[Seg, ...]:
         return tcp_segments(str(self.root / self.capture))
 
+    def oracle_checks(self) -> list[dict]:
+        """The capture's translated upstream checks (ORACLES.jsonl)."""
+        return _oracle_lines(str(self.root)).get(self.capture, {}).get("checks") or []
+
+
+@functools.lru_cache(maxsize=2)
+def _oracle_lines(root: str) -> dict[str, dict]:
+    import json
+    with open(Path(root) / "ORACLES.jsonl", encoding="utf-8") as f:
+        return {d["capture"]: d for d in map(json.loads, filter(str.strip, f))}
+
 
 def _describe(segs: list[Seg], n: int = 4) -> str:
     return ", ".join(f"#{s.frame} {s.src}>{s.dst} [{s.flags}] len {len(s.payload)}" for s in segs[:n])

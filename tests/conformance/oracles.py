@@ -119,10 +119,15 @@ class Run:
         return None
 
 
+ENGINES = ("nids", "native")
+
+
 @functools.lru_cache(maxsize=8)
-def run_capture(root: Path, capture: str, stream: bool = False) -> Run:
+def run_capture(root: Path, capture: str, stream: bool = False, engine: str = "nids",
+                host_policies: tuple[str, ...] = ()) -> Run:
     """Run c2scribe over one capture (the whole run_chain is consumed before returning)."""
-    eng = Engine(body_keep=BODY_KEEP, stream_keep=STREAM_KEEP if stream else 0)
+    eng = Engine(body_keep=BODY_KEEP, stream_keep=STREAM_KEEP if stream else 0, engine=engine,
+                 host_policies=host_policies)
     recs = list(run_chain(eng, [str(root / capture)]))
     http = [r for r in recs if isinstance(r, HttpTransaction)]
     conns = [r for r in recs if isinstance(r, Connection)]
@@ -228,6 +233,18 @@ def header(headers: list | None, name: str) -> str | None:
 def short(v: Any, n: int = 60) -> str:
     s = repr(v)
     return s if len(s) <= n else s[: n - 4] + "...'"
+
+
+def body_sha256(t: HttpTransaction, direction: str) -> str | None:
+    """The body's sha256. A body with a hole has none in the records (a hash of bytes the
+    capture does not hold means nothing); compared here as the oracles store such a body:
+    Zeek extracts it with the hole as zeros, as c2scribe keeps it."""
+    sha = t.request_body_sha256 if direction == "request" else t.response_body_sha256
+    missing = t.request_missing_bytes if direction == "request" else t.response_missing_bytes
+    body = t.request_body if direction == "request" else t.response_body
+    if sha is None and missing and body is not None and body_complete(t, direction):
+        return hashlib.sha256(body).hexdigest()
+    return sha
 
 
 def body_complete(t: HttpTransaction, direction: str) -> bool:
@@ -391,9 +408,9 @@ def body_diffs(bodies: list[dict], run: Run) -> list[str]:
         have = []
         for t in run.http:
             if direction in ("request", "any"):
-                have.append((t.request_body_sha256, t.request_body_bytes))
+                have.append((body_sha256(t, "request"), t.request_body_bytes))
             if direction in ("response", "any"):
-                have.append((t.response_body_sha256, t.response_body_bytes))
+                have.append((body_sha256(t, "response"), t.response_body_bytes))
         if (b["sha256"], b["size"]) in have:
             continue
         sizes = sorted({n for _, n in have if n})
@@ -556,6 +573,7 @@ class File:
     sha256: str | None
     filename: str | None
     complete: bool
+    missing: int = 0        # bytes of it the capture does not hold (zeros in data)
 
 
 def _multipart_parts(t: HttpTransaction) -> list[tuple[str | None, bytes]] | None:
@@ -614,12 +632,12 @@ def files_of(t: HttpTransaction) -> list[File]:
                                 name, t.state == "complete" or t.state == "no_response"))
     elif t.request_body_bytes:
         out.append(File(t, "request", t.request_body if body_complete(t, "request") else None,
-                        t.request_body_bytes, t.request_body_sha256, _filename(t),
-                        not t.state.startswith("partial_request")))
+                        t.request_body_bytes, body_sha256(t, "request"), _filename(t),
+                        not t.state.startswith("partial_request"), t.request_missing_bytes))
     if t.response_body_bytes:
         out.append(File(t, "response", t.response_body if body_complete(t, "response") else None,
-                        t.response_body_bytes, t.response_body_sha256, _filename(t),
-                        t.state in ("complete", "response_only")))
+                        t.response_body_bytes, body_sha256(t, "response"), _filename(t),
+                        t.state in ("complete", "response_only"), t.response_missing_bytes))
     return out
 
 
@@ -664,9 +682,9 @@ def _http_field(t: HttpTransaction, name: str, f: File | None = None) -> Any:
         if name == "body_md5":
             return md5(f.data) if f.data is not None else "<not kept>"
         if name == "file_state":
-            return "CLOSED" if f.complete else "TRUNCATED"
+            return "CLOSED" if f.complete and not f.missing else "TRUNCATED"
         if name == "gaps":
-            return False                      # libnids never hands over data across a hole
+            return f.missing > 0              # (libnids never hands over data across a hole)
         if name in ("range_start", "range_end"):
             cr = header(t.response_headers, "content-range") or ""
             m = re.match(r"\s*bytes\s+(\d+)-(\d+)/", cr)
@@ -997,10 +1015,31 @@ def compare(orc: dict, run: Run) -> Outcome:
                    note=NOT_HTTP_KINDS.get(kind, f"unknown oracle kind {kind}"))
 
 
-def evaluate(root: Path, orc: dict) -> tuple[Outcome, Run | None]:
+def host_policies(orc: dict) -> tuple[str, ...]:
+    """Suricata's host-os-policy (suricata.yaml, per address) as the native engine's
+    host_policies: "CIDR=POLICY", the most specific address first."""
+    settings = orc.get("settings") or {}
+    if "suricata_yaml" not in settings and all(isinstance(v, dict) for v in settings.values()):
+        merged: dict = {}
+        for v in settings.values():
+            merged.update(v.get("suricata_yaml") or {})
+        yaml = merged
+    else:
+        yaml = settings.get("suricata_yaml") or {}
+    out = []
+    for key, addrs in yaml.items():
+        if key.startswith("host-os-policy.") and isinstance(addrs, list):
+            for a in addrs:
+                cidr = a if "/" in a else (a + ("/128" if ":" in a else "/32"))
+                out.append(f"{cidr}={key.split('.', 1)[1]}")
+    return tuple(sorted(out, key=lambda x: -int(x.split("=")[0].split("/")[1])))
+
+
+def evaluate(root: Path, orc: dict, engine: str = "nids") -> tuple[Outcome, Run | None]:
     """Run c2scribe (unless the oracle has nothing comparable) and compare."""
     if not oracle_has_http(orc):
         return Outcome(orc["capture"], orc["kind"], comparable=False,
                        note=NOT_HTTP_KINDS[orc["kind"]]), None
-    run = run_capture(root, orc["capture"], needs_stream(orc))
+    run = run_capture(root, orc["capture"], needs_stream(orc), engine,
+                      host_policies(orc) if engine == "native" else ())
     return compare(orc, run), run

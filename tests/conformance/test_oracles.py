@@ -1,6 +1,7 @@
 """Conformance of c2scribe's HTTP records with independent oracles, one test per capture.
 
-Every line of the shared testdata's ORACLES.jsonl is a test, named by its capture path:
+Every line of the shared testdata's ORACLES.jsonl is a test per reassembly engine (nids and
+native), named ENGINE:CAPTURE:
 
 * comparable and agreeing                        -> passes;
 * comparable, disagreeing, not documented        -> fails with the differences;
@@ -26,19 +27,21 @@ ORACLES = O.load_oracles(ROOT) if ROOT is not None else ()
 
 def _params():
     if not ORACLES:
-        return [pytest.param(None, id="testdata-missing",
+        return [pytest.param(None, None, id="testdata-missing",
                              marks=pytest.mark.skip(reason=O.testdata_hint()))]
-    return [pytest.param(o, id=o["capture"]) for o in ORACLES]
+    return [pytest.param(engine, o, id=f"{engine}:{o['capture']}")
+            for engine in O.ENGINES for o in ORACLES]
 
 
-@pytest.mark.parametrize("orc", _params())
-def test_capture_matches_oracle(orc):
-    outcome, run = O.evaluate(ROOT, orc)
-    expects = X.expectations_for(orc["capture"])
+@pytest.mark.parametrize("engine,orc", _params())
+def test_capture_matches_oracle(engine, orc):
+    outcome, run = O.evaluate(ROOT, orc, engine)
+    expects = X.expectations_for(orc["capture"], engine)
     ctx = ev.Ctx(ROOT, orc["capture"], run) if expects and run is not None else None
     verdict = X.judge(outcome, expects, ctx)
     report.record(report.Row(
-        capture=orc["capture"], kind=orc["kind"], ours=outcome.ours, theirs=outcome.theirs,
+        capture=orc["capture"], engine=engine, kind=orc["kind"], ours=outcome.ours,
+        theirs=outcome.theirs,
         status=verdict.status, reason=verdict.reason,
         evader_decoded=(O.evader_decoded(run) if run is not None
                         and orc["capture"].startswith(O.EVADER_PREFIX) else None)))
