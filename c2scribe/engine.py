@@ -105,7 +105,7 @@ class EngineOptions:
     preroll: float = 600.0
     window_last_edge_us: int | None = None   # where the last (open-ended) window starts
     # Reassembly: "native" or "nids"; the rest applies to the native engine only.
-    engine: str = "nids"
+    engine: str = "native"
     tcp_policy: str = "bsd"              # which copy of overlapping TCP bytes wins (TCP_POLICIES)
     frag_policy: str = "first"           # ... of overlapping IP fragments (FRAG_POLICIES)
     frag_timeout: float = 60.0           # incomplete IP datagrams are dropped after this

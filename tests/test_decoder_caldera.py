@@ -154,9 +154,13 @@ def test_sandcat_download_is_attached_and_flagged_partial(sandcat):
     assert dl.attachments[0]["name"] == "sandcat.go"
     assert dl.attachments[0]["sha256"] == hashlib.sha256(tx.response_body).hexdigest()
     assert tx.response_body[:4] == b"\x7fELF"
-    # the capture holds only part of the 7 MB body: the decoder keeps it and says so
+    # the capture holds only part of the 7 MB body (segments missing before the server's
+    # FIN, acknowledged by the client): the engine keeps the holes as zeros and counts them,
+    # the decoder attaches the body as it is and says it is partial
     assert dl.fields["partial"] is True and dl.fields["expected_bytes"] == 7077888
-    assert dl.attachments[0]["size"] == dl.fields["received_bytes"] < 7077888
+    assert dl.fields["missing_bytes"] == tx.response_missing_bytes > 0
+    assert dl.fields["received_bytes"] == tx.response_body_bytes - tx.response_missing_bytes
+    assert dl.attachments[0]["size"] == dl.fields["kept_bytes"] == len(tx.response_body)
     assert dl.ts_us == tx.start_us
     if shutil.which("tshark"):          # evidence: segments of it were never captured
         ev = tshark_tcp_evidence(path)

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from c2scribe.capture import run_chain
-from c2scribe.engine import Engine
+from c2scribe.engine import ENGINES, Engine
 from c2scribe.render.jsonl import dumps
 
 from helpers import find_testdata
@@ -21,10 +21,11 @@ CAPTURES = sorted(p for ext in ("*.pcap", "*.pcapng") for p in DATA.rglob(ext)) 
 
 
 @pytest.mark.skipif(not CAPTURES, reason="../shared/testdata not present")
-def test_all_output_paths_agree_on_every_shared_capture():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_all_output_paths_agree_on_every_shared_capture(engine):
     differ = []
     for path in CAPTURES:
-        kw = dict(body_keep=256, stream_keep=256)
+        kw = dict(body_keep=256, stream_keep=256, engine=engine)
         recs = [json.loads(dumps(r.to_json(bodies=True))) for r in run_chain(Engine(**kw), [str(path)])]
         docs = [json.loads(dumps(d)) for d in
                 run_chain(Engine(documents=True, bodies=True, **kw), [str(path)])]

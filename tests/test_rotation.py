@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from c2scribe.engine import ENGINES
 from helpers import (PROVENANCE, CaptureError, c2_records, capture, comparable,
                      describe_record_diff, editcap, find_testdata, read_pcap, tool)
 
@@ -75,10 +76,11 @@ def _provenance(rec) -> list[tuple[str, int]]:
     return out
 
 
-def _check_chain(whole_path: Path, parts: list[Path]):
+def _check_chain(whole_path: Path, parts: list[Path], engine: str | None = None):
     assert len(parts) >= 2, parts
-    whole = c2_records(whole_path)
-    chain = c2_records(parts)
+    kw = {"engine": engine} if engine else {}
+    whole = c2_records(whole_path, **kw)
+    chain = c2_records(parts, **kw)
     assert not [r for r in whole + chain if isinstance(r, CaptureError)]
     got, want = [comparable(r, DROP) for r in chain], [comparable(r, DROP) for r in whole]
     assert got == want, "chain differs from the whole file:\n" + describe_record_diff(got, want)
@@ -104,9 +106,10 @@ def _check_chain(whole_path: Path, parts: list[Path]):
 FORMATS = ("pcap", "pcapng")   # editcap 4.0 writes pcapng unless told otherwise
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("cap", _params())
-def test_split_by_packet_count(cap, fmt, tmp_path):
+def test_split_by_packet_count(cap, fmt, engine, tmp_path):
     if cap is None:
         pytest.skip("shared testdata missing")
     path = capture(cap)
@@ -114,7 +117,7 @@ def test_split_by_packet_count(cap, fmt, tmp_path):
     editcap("-F", fmt, "-c", math.ceil(n / 3), path, tmp_path / f"part.{fmt}")
     parts = sorted(tmp_path.glob(f"part_*.{fmt}"))
     assert len(parts) == 3
-    whole, chain = _check_chain(path, parts)
+    whole, chain = _check_chain(path, parts, engine)
     # the split really cuts connections: some record starts in one file and ends in another
     assert any(getattr(r, "file_first", None) != getattr(r, "file_last", None) for r in chain
                if getattr(r, "file_first", None))

@@ -25,7 +25,11 @@ Where the two differ by definition, the difference is checked, not skipped:
   tcpflow's, followed by a zero in tcpflow's file, and tshark must flag the loss;
 * data after an RST: libnids closes the connection on RST and ignores later segments,
   tcpflow keeps writing them. c2scribe's bytes must be a prefix of tcpflow's and c2scribe
-  must report end_reason "rst".
+  must report end_reason "rst";
+* IPv6 over BSD loopback (link type NULL, AF_INET6 = 24/28/30): tcpflow 1.6.1 writes no
+  file; the native engine reassembles the connection.
+Both engines are compared. The native engine skips holes: its kept bytes hold a hole as
+zeros where bytes follow it, as tcpflow's file does, so there the two must be equal.
 Anything else fails.
 """
 from __future__ import annotations
@@ -35,6 +39,7 @@ import subprocess
 
 import pytest
 
+from c2scribe.engine import ENGINES
 from helpers import (Connection, HttpTransaction, c2_records, capture, conn_key, editcap,
                      find_testdata, libnids_limit,
                      norm_ip, of_type, rec_key, sha256, strip_ethernet_padding, tcpflow_flows,
@@ -124,8 +129,8 @@ CAPTURES = [
 
 def _params():
     if find_testdata() is None:
-        return [pytest.param(None, id="no-testdata")]
-    return [pytest.param(c, id=c) for c in CAPTURES]
+        return [pytest.param(None, None, id="no-testdata")]
+    return [pytest.param(engine, c, id=f"{engine}:{c}") for engine in ENGINES for c in CAPTURES]
 
 
 def _directions(conns):
@@ -137,6 +142,19 @@ def _directions(conns):
         if c.s2c_data:
             out.append((norm_ip(c.dst_ip), c.dst_port, c.s2c_data, c))
     return out
+
+
+def _bsd_loopback_v6(path) -> bool:
+    """A classic pcap of link type NULL whose first frame says AF_INET6 the BSD way."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(24 + 16 + 4)
+    if len(head) < 44 or head[:4] not in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"):
+        return False
+    bo = "<" if head[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    linktype = struct.unpack(bo + "I", head[20:24])[0]
+    af = struct.unpack(bo + "I", head[40:44])[0]
+    return linktype == 0 and af in (24, 28, 30)
 
 
 def _handshake_reordered(c) -> bool:
@@ -152,21 +170,24 @@ def _data_before_handshake(c) -> bool:
             (h.find("A") == -1 or h.find("d") < h.find("A")))
 
 
-@pytest.mark.parametrize("cap", _params())
-def test_reassembled_bytes_match_tcpflow(cap, tmp_path):
+@pytest.mark.parametrize("engine,cap", _params())
+def test_reassembled_bytes_match_tcpflow(engine, cap, tmp_path):
     if cap is None:
         pytest.skip("shared testdata missing")
     tool("tcpflow")
     path = capture(cap)
-    recs = c2_records(path, stream_keep=1 << 26, body_keep=0)
+    recs = c2_records(path, stream_keep=1 << 26, body_keep=0, engine=engine)
     conns = of_type(recs, Connection)
 
-    # c2scribe's own consistency: the kept bytes are what the sha256 fields describe
+    # c2scribe's own consistency: the kept bytes are what the sha256 fields describe (a
+    # direction with a hole keeps it as zeros where bytes follow it, and has no digest)
     for c in conns:
-        for data, digest, n, trunc in ((c.c2s_data, c.c2s_sha256, c.c2s_bytes, c.c2s_truncated),
-                                       (c.s2c_data, c.s2c_sha256, c.s2c_bytes, c.s2c_truncated)):
+        for data, digest, n, miss, trunc in (
+                (c.c2s_data, c.c2s_sha256, c.c2s_bytes, c.c2s_missing_bytes, c.c2s_truncated),
+                (c.s2c_data, c.s2c_sha256, c.s2c_bytes, c.s2c_missing_bytes, c.s2c_truncated)):
             if data and not trunc:
-                assert len(data) == n and sha256(data) == digest, (
+                assert n <= len(data) <= n + miss and (
+                    digest is None if miss else (len(data) == n and sha256(data) == digest)), (
                     f"{rec_key(c)}: kept bytes do not match stream_bytes/sha256")
 
     strip_ethernet_padding(path, tmp_path / "in.pcap")
@@ -192,8 +213,13 @@ def test_reassembled_bytes_match_tcpflow(cap, tmp_path):
         if evidence is None:
             tool("tshark")      # the evidence for a difference comes from tshark
             evidence = tshark_tcp_evidence(path)
+        # 0. IPv6 on BSD loopback: tcpflow 1.6.1 writes no file (it does not take the BSD
+        #    AF_INET6 values 24/28/30 of a NULL link-layer header)
+        if not fl and cs and evidence.get(key, {}).get("ipv6") and _bsd_loopback_v6(path):
+            documented.append(f"{key}: IPv6 over BSD loopback; tcpflow writes no file for it")
+            continue
         # 1. connections libnids did not follow at all
-        if cs and all(not c.reassembled for c in cs):
+        if engine == "nids" and cs and all(not c.reassembled for c in cs):
             why = libnids_limit(key, evidence, cs) if evidence else None
             if why is None and all(_handshake_reordered(c) for c in cs):
                 why = (f"{key}: the capture has the SYN-ACK before the SYN (c2scribe history "

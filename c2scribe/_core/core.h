@@ -75,6 +75,7 @@ typedef struct cs_dir {           /* one direction of a connection */
     char history[8];              /* Zeek-style history letters seen from this side */
     uint64_t gaps, missing;       /* holes skipped by the engine, and their bytes */
     uint64_t pending_gap;         /* missing bytes not yet told to stream decoders */
+    uint64_t keep_hole;           /* ... not yet written (as zeros) to keep */
     uint64_t conflicts;           /* overlapping bytes that differed */
 } cs_dir;
 

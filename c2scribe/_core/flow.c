@@ -247,10 +247,12 @@ static void dir_close(cs_dir *d)
     d->sha = NULL;
 }
 
+/* A direction with a hole has no digest: a hash over bytes the capture does not hold would
+ * match nothing (its kept bytes hold the hole as zeros, as tcpflow writes it). */
 static const char *dir_sha(cs_dir *d)
 {
     dir_close(d);
-    return d->sha_hex[0] && d->stream_bytes ? d->sha_hex : NULL;
+    return d->sha_hex[0] && d->stream_bytes && !d->missing ? d->sha_hex : NULL;
 }
 
 static const char *const end_names[] = {
@@ -610,6 +612,49 @@ static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, s
     else { Py_XDECREF(d); cs_fail(e); }
 }
 
+/* The first opt.stream_keep bytes of a direction (data NULL: zeros). */
+static int keep_raw(cs_engine *e, cs_dir *d, const uint8_t *data, uint64_t len)
+{
+    size_t room = e->opt.stream_keep - d->keep_len;
+    size_t take = len < room ? (size_t)len : room;
+    if (take) {
+        if (d->keep_len + take > d->keep_cap) {
+            size_t cap = d->keep_cap ? d->keep_cap * 2 : 4096;
+            while (cap < d->keep_len + take) cap *= 2;
+            if (cap > e->opt.stream_keep) cap = e->opt.stream_keep;
+            uint8_t *nk = realloc(d->keep, cap);
+            if (!nk) { PyErr_NoMemory(); cs_fail(e); return -1; }
+            d->keep = nk;
+            d->keep_cap = cap;
+        }
+        if (data) memcpy(d->keep + d->keep_len, data, take);
+        else memset(d->keep + d->keep_len, 0, take);
+        d->keep_len += take;
+    }
+    if (take < len) {
+        d->truncated = 1;
+        e->counters[CSC_STREAM_BYTES_DROPPED] += len - take;
+    }
+    return 0;
+}
+
+/* Kept bytes hold a hole as zeros once bytes follow it, as tcpflow writes a file: a hole
+ * at the end (acknowledged, never seen) adds nothing. */
+static int keep_bytes(cs_engine *e, cs_dir *d, const uint8_t *data, uint64_t len)
+{
+    if (!e->opt.stream_keep) return 0;
+    if (!data) {
+        d->keep_hole += len;
+        return 0;
+    }
+    if (d->keep_hole) {
+        uint64_t z = d->keep_hole;
+        d->keep_hole = 0;
+        if (keep_raw(e, d, NULL, z)) return -1;
+    }
+    return keep_raw(e, d, data, len);
+}
+
 void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
 {
     cs_dir *d = &f->dir[dir];
@@ -624,27 +669,7 @@ void cs_flow_stream_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data,
     }
     EVP_DigestUpdate(d->sha, data, len);
     d->stream_bytes += len;
-    if (e->opt.stream_keep) {
-        size_t room = e->opt.stream_keep - d->keep_len;
-        size_t take = len < room ? len : room;
-        if (take) {
-            if (d->keep_len + take > d->keep_cap) {
-                size_t cap = d->keep_cap ? d->keep_cap * 2 : 4096;
-                while (cap < d->keep_len + take) cap *= 2;
-                if (cap > e->opt.stream_keep) cap = e->opt.stream_keep;
-                uint8_t *nk = realloc(d->keep, cap);
-                if (!nk) { PyErr_NoMemory(); cs_fail(e); return; }
-                d->keep = nk;
-                d->keep_cap = cap;
-            }
-            memcpy(d->keep + d->keep_len, data, take);
-            d->keep_len += take;
-        }
-        if (take < len) {
-            d->truncated = 1;
-            e->counters[CSC_STREAM_BYTES_DROPPED] += len - take;
-        }
-    }
+    if (keep_bytes(e, d, data, len)) return;
     if (e->stream_chunks) emit_chunk(e, f, dir, data, len);
     d->pending_gap = 0;
     cs_http_data(e, f, dir, data, len);
@@ -657,6 +682,7 @@ void cs_flow_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n)
     d->gaps++;
     d->missing += n;
     d->pending_gap += n;
+    if (keep_bytes(e, d, NULL, n)) return;
     cs_http_gap(e, f, dir, n);
 }
 

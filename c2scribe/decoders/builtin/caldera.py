@@ -179,12 +179,17 @@ class Sandcat(HttpDecoder):
         body = tx.response_body or b""
         cl = (rhead.get("content-length") or "").strip()
         expected = int(cl) if cl.isdigit() else None
-        received = tx.response_body_bytes if tx.response_body_bytes is not None else len(body)
+        # holes in the capture are zeros in the body (the engine counts them as missing)
+        missing = getattr(tx, "response_missing_bytes", 0) or 0
+        decoded = tx.response_body_bytes if tx.response_body_bytes is not None else len(body)
+        received = decoded - missing
         partial = (tx.state != "complete" or bool(tx.response_body_truncated)  # cut or not kept
-                   or len(body) < received or (expected is not None and received < expected))
+                   or missing > 0 or len(body) < decoded
+                   or (expected is not None and decoded < expected))
         fields = {"file": name, "platform": head.get("platform"), "state": tx.state,
                   "server_filename": rhead.get("filename"), "received_bytes": received,
-                  "kept_bytes": len(body), "expected_bytes": expected, "partial": partial}
+                  "missing_bytes": missing, "kept_bytes": len(body), "expected_bytes": expected,
+                  "partial": partial}
         atts = [Attachment(safe_filename(name, "payload"), body)] if body else []
         return Message("download", TO_IMPLANT, f"payload {name} ({head.get('platform')}): "
                        f"{len(body)} bytes{' (partial)' if partial else ''}", agent=paw,

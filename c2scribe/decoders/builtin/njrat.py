@@ -10,7 +10,10 @@ with JPEG bytes), ``kl`` (keylog), ``rn``/``Ex``/``PLG``/``up`` (files and plugi
 Detection: a connection is followed when its first bytes are a length (1-9 digits), a NUL and
 a payload that starts with a known command or holds ``|'|'|`` within its first 64 bytes.
 Frames are reassembled per direction (bounded at 32 MiB); a length that is not a decimal
-number, or too big, gives one error message and that direction is no longer decoded.
+number, or too big, gives one error message and that direction is no longer decoded. Bytes
+missing from the capture (a chunk's ``gap_before``) give one error message; the frame they
+cut is lost and decoding resumes at the next plausible frame (a length, a NUL, and a known
+command or a field separator).
 
 Agent: the victim id of the ``ll`` check-in (e.g. ``HacKed_C4BA3647``), the client address
 before it. Every message keeps the payload's length and SHA-256 in ``fields``; binary fields
@@ -78,6 +81,7 @@ class NjRat(StreamDecoder):
         self.buf = {"client_to_server": bytearray(), "server_to_client": bytearray()}
         self.pos = {"client_to_server": 0, "server_to_client": 0}   # stream bytes consumed
         self.dead: set[str] = set()
+        self.resync: set[str] = set()      # after a gap: looking for the next frame
         self.agent: str | None = None
 
     def want(self, head) -> bool:
@@ -96,8 +100,30 @@ class NjRat(StreamDecoder):
         if self.agent is None:
             self.agent = chunk.src_ip          # the victim, until its check-in names it
         buf = self.buf[d]
-        buf += chunk.data
         out = []
+        if getattr(chunk, "gap_before", 0):
+            out.append(Message(
+                kind="error", direction=self._dir(d), agent=self.agent,
+                text=f"njRAT: {chunk.gap_before} bytes of {d} are missing from the capture "
+                     f"before stream byte {chunk.stream_offset}" + (
+                         f"; the frame in progress ({len(buf)} bytes) is lost" if buf else "")
+                     + "; decoding resumes at the next frame",
+                fields={"stream_direction": d, "stream_offset": chunk.stream_offset,
+                        "missing_bytes": chunk.gap_before}))
+            buf.clear()
+            self.pos[d] = chunk.stream_offset
+            self.resync.add(d)
+        buf += chunk.data
+        if d in self.resync:
+            start = self._next_frame(buf)
+            if start is None:                  # none yet: keep what may begin one
+                keep = MAX_DIGITS + 1 + 64 + len(SEP)
+                self.pos[d] += max(0, len(buf) - keep)
+                del buf[:max(0, len(buf) - keep)]
+                return out
+            self.pos[d] += start
+            del buf[:start]
+            self.resync.discard(d)
         while buf:
             nul = buf.find(b"\0", 0, MAX_DIGITS + 1)
             if nul < 0 and len(buf) <= MAX_DIGITS and bytes(buf).isdigit():
@@ -123,7 +149,20 @@ class NjRat(StreamDecoder):
                         text=f"njRAT: connection ended inside a frame ({len(b)} bytes of "
                              f"{d} left undecoded at stream byte {self.pos[d]})",
                         fields={"stream_direction": d, "stream_offset": self.pos[d]})
-                for d, b in self.buf.items() if b and d not in self.dead]
+                for d, b in self.buf.items() if b and d not in self.dead | self.resync]
+
+    @staticmethod
+    def _next_frame(buf: bytearray) -> int | None:
+        """Where the first plausible frame starts in buf (None: none seen yet)."""
+        for m in _HEAD.finditer(buf):
+            n = int(m.group(1))
+            payload = bytes(buf[m.end():m.end() + min(n, 64 + len(SEP))])
+            cmd = payload.split(SEP, 1)[0].decode("latin-1")
+            if n and (SEP in payload or (cmd in COMMANDS and len(payload) >= min(n, len(cmd) + 1)
+                                         and (n == len(cmd) or payload[len(cmd):len(cmd) + 1]
+                                              in (b"", SEP[:1])))):
+                return m.start()
+        return None
 
     @staticmethod
     def _dir(d: str) -> str:
