@@ -47,7 +47,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--body-keep", type=_size, default=None, metavar="BYTES",
                    help="decoded HTTP body bytes kept per message (default 64k)")
     g.add_argument("--stream-keep", type=_size, default=None, metavar="BYTES",
-                   help="reassembled bytes kept per TCP direction (text default 4k, jsonl 0)")
+                   help="reassembled bytes kept per TCP direction of connections that are "
+                        "not HTTP (default 4k; jsonl: with --bodies)")
     g.add_argument("--max-flows", type=int, default=None, help="connections tracked at once")
     g.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
                    help="end connections idle this long (capture time; default 300)")
@@ -62,8 +63,8 @@ def _engine_options(args, text: bool) -> EngineOptions:
         kw["body_keep"] = 0
     if args.stream_keep is not None:
         kw["stream_keep"] = args.stream_keep
-    elif text:
-        kw["stream_keep"] = 4096
+    elif text or args.bodies:
+        kw["stream_keep"] = 4096        # of connections that are not HTTP (as `c2scribe run`)
     if args.max_flows is not None:
         kw["max_flows"] = args.max_flows
     if args.idle_timeout is not None:
@@ -362,7 +363,61 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("argv", nargs=argparse.REMAINDER)
     k.set_defaults(func=lambda a: __import__("c2scribe.kibana", fromlist=["main"]).main(a.argv))
     _add_index_parser(sub)
+    _add_search_parsers(sub)
     return p
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", metavar="TIME", help="from this time on (UTC; YYYY-MM-DD or ISO)")
+    p.add_argument("--until", metavar="TIME", help="before this time (UTC)")
+    p.add_argument("--host", action="append", default=[], metavar="HOST",
+                   help="HTTP host (Host header or URL host; '*' wildcards), repeatable")
+    p.add_argument("--ip", action="append", default=[], metavar="IP",
+                   help="an address at either end (or a CIDR block), repeatable")
+    p.add_argument("--agent", action="append", default=[], metavar="AGENT",
+                   help="C2 agent key (as a decoder gives it), repeatable")
+    p.add_argument("--decoder", action="append", default=[], metavar="NAME",
+                   help="C2 messages of this decoder, repeatable")
+
+
+def _add_search_parsers(sub) -> None:
+    s = sub.add_parser(
+        "search", help="search the output of `c2scribe run` (Parquet or jsonl) with DuckDB",
+        description="Full-text search over the output of every run in OUTPUT_DIR: C2 "
+        "message text and fields, HTTP URLs, hosts, headers and bodies, and the kept bytes of "
+        "connections. Each word of QUERY must appear (case-insensitive); an empty QUERY ('') "
+        "lists what the filters select. Each result names its capture file and frames.")
+    s.add_argument("query", metavar="QUERY")
+    s.add_argument("output_dir", metavar="OUTPUT_DIR", help="the --output of `c2scribe run`")
+    s.add_argument("--in", dest="datasets", action="append", default=[],
+                   choices=("c2", "http", "connection"),
+                   help="where to look (repeatable; default all three)")
+    _add_filters(s)
+    s.add_argument("--limit", type=int, default=100, help="results at most (default 100)")
+    s.add_argument("--format", choices=("table", "jsonl"), default="table")
+    s.set_defaults(func=cmd_search)
+
+    r = sub.add_parser(
+        "report", help="one self-contained HTML report of the output of `c2scribe run`",
+        description="Write one HTML file, readable offline in any browser: per agent a "
+        "timeline of commands and outputs, the connections and HTTP transactions, the files "
+        "decoders carved, with their hashes. Everything that came off the wire is inert text: "
+        "the page runs no script and fetches nothing.")
+    r.add_argument("output_dir", metavar="OUTPUT_DIR", help="the --output of `c2scribe run`")
+    r.add_argument("-o", "--out", required=True, metavar="REPORT.html")
+    _add_filters(r)
+    r.add_argument("--title", default=None, help="the report's title")
+    r.set_defaults(func=cmd_report)
+
+
+def cmd_search(args) -> int:
+    from .search import run_search_command
+    return run_search_command(args)
+
+
+def cmd_report(args) -> int:
+    from .report import run_report_command
+    return run_report_command(args)
 
 
 def _add_index_parser(sub) -> None:

@@ -81,7 +81,9 @@ WARNINGS = {
 @dataclass(frozen=True)
 class EngineOptions:
     """Limits of one engine. Sizes in bytes, times in seconds of capture time."""
-    stream_keep: int = 0                 # reassembled bytes kept per direction for decoders
+    stream_keep: int = 0                 # reassembled bytes kept per direction (records)
+    stream_keep_http: bool = False       # ... for HTTP connections too (their messages are in
+                                         # the HTTP records; by default their bytes are not)
     body_keep: int = 65536               # decoded HTTP body bytes kept per message
     http_pending_max: int = 1 << 20      # unconsumed bytes libhtp may leave per direction
     bomb_limit: int = 64 << 20           # libhtp decompression bomb limit

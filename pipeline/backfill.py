@@ -97,15 +97,15 @@ def decoder_versions(specs: list[str]) -> dict[str, str]:
     return {cls.name: str(cls.version) for cls in (load(s) for s in specs)}
 
 
-def options_key(fmt: str, body_keep: int, reassembly: dict | None = None) -> dict:
+def options_key(fmt: str, body_keep: int, settings: dict | None = None) -> dict:
     """What, besides files and decoders, shapes a unit's records."""
     from c2scribe.schema import SCHEMA_VERSION
     from c2scribe import __version__
-    from .work import reassembly_options
-    r = dict(reassembly_options(reassembly))
+    from .work import engine_settings
+    r = dict(engine_settings(settings))
     r["host_policies"] = list(r["host_policies"])        # as the manifest (JSON) keeps it
     return {"schema_version": SCHEMA_VERSION, "format": fmt, "body_keep": body_keep,
-            "engine": r["engine"], "reassembly": r, "c2scribe": __version__}
+            "engine": r["engine"], "engine_settings": r, "c2scribe": __version__}
 
 
 def why_redo(unit: Unit, files: list[dict], opts: dict, decoders: dict[str, str],
@@ -145,11 +145,11 @@ def why_redo(unit: Unit, files: list[dict], opts: dict, decoders: dict[str, str]
 
 
 def select(units: list[Unit], output: str, fmt: str, body_keep: int,
-           decoders: dict[str, str], reassembly: dict | None = None
+           decoders: dict[str, str], settings: dict | None = None
            ) -> tuple[list[tuple[Unit, dict]], list[Unit], dict]:
     """(units to process with their manifest job, units up to date, reasons by unit id)."""
     manifests = read_manifests(output)
-    opts = options_key(fmt, body_keep, reassembly)
+    opts = options_key(fmt, body_keep, settings)
     todo, current, reasons = [], [], {}
     for u in units:
         files = [stat_file(p) for p in u.files]

@@ -61,6 +61,10 @@ class C2ScribeOptions(PipelineOptions):
                             metavar="SECONDS", help="windows: read this far before a "
                             "window's start to recognise connections that began earlier "
                             "(default 600)")
+        parser.add_argument("--stream-keep", dest="stream_keep", type=_size, default=None,
+                            metavar="BYTES", help="first bytes of each direction stored for "
+                            "connections that are not HTTP, when bodies are (--body-keep > 0; "
+                            "default 4k; 0: none)")
         parser.add_argument("--engine", dest="engine", choices=("native", "nids"),
                             default=None, help="reassembly engine (see c2scribe transcript "
                             "--help; default: the transcript's)")

@@ -51,9 +51,9 @@ class ProcessUnitFn(beam.DoFn):
 
     def __init__(self, output: str, decoders: list[str] | None = None, fmt: str = "parquet",
                  body_keep: int = 64 << 10, isolate: bool = True,
-                 unit_timeout: float | None = None, es=None, reassembly: dict | None = None):
+                 unit_timeout: float | None = None, es=None, settings: dict | None = None):
         self.output = output
-        self.reassembly = reassembly    # engine, overlap policy, host policies
+        self.settings = settings    # engine, overlap policy, host policies, stream bytes
         self.fmt = fmt
         self.body_keep = body_keep
         self.decoders = list(decoders or [])
@@ -84,10 +84,10 @@ class ProcessUnitFn(beam.DoFn):
             from .sandbox import run_isolated
             statuses, summary = run_isolated(self.sandbox, unit, self.output, self.decoders,
                                              self.fmt, self.body_keep, job, es,
-                                             reassembly=self.reassembly)
+                                             settings=self.settings)
         else:
             statuses, summary = process_unit(unit, self.output, self.decoders, self.fmt,
-                                             self.body_keep, job, es, self.reassembly)
+                                             self.body_keep, job, es, self.settings)
         if self.es is not None:
             es_sum = summary.get("elasticsearch")
             if es_sum is None and not summary["failure"]:
@@ -121,14 +121,14 @@ class ProcessUnitFn(beam.DoFn):
 
 def build(p: beam.Pipeline, units: list, output: str, decoders: list[str],
           fmt: str = "parquet", body_keep: int = 64 << 10, isolate: bool = True,
-          unit_timeout: float | None = None, es=None, reassembly: dict | None = None):
+          unit_timeout: float | None = None, es=None, settings: dict | None = None):
     """units: Units, or (Unit, manifest job) pairs (backfills)."""
     return (p
             | "Units" >> beam.Create(units)
             | "Redistribute" >> beam.Reshuffle()
             | "ProcessUnit" >> beam.ParDo(ProcessUnitFn(output, decoders, fmt, body_keep,
                                                         isolate, unit_timeout, es,
-                                                        reassembly)))
+                                                        settings)))
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -395,11 +395,12 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     if not units:
         print(f"c2scribe run: no file matches {' '.join(opts.input)}", file=sys.stderr)
         return EXIT_USAGE
-    reassembly = {"engine": opts.engine, "tcp_policy": opts.overlap_policy,
+    settings = {"engine": opts.engine, "tcp_policy": opts.overlap_policy,
+                "stream_keep": opts.stream_keep,
                   "host_policies": tuple(opts.host_policy or ())}
     from c2scribe.engine import TCP_POLICIES, parse_host_policies
     try:
-        parse_host_policies(reassembly["host_policies"])
+        parse_host_policies(settings["host_policies"])
         if opts.overlap_policy and opts.overlap_policy not in TCP_POLICIES:
             raise C2ScribeError(f"unknown overlap policy {opts.overlap_policy!r} (one of "
                                 f"{', '.join(TCP_POLICIES)})")
@@ -420,7 +421,7 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
         wanted = [u for u in units if bf.in_range(u, since, until)
                   and (not bopts.sensors or u.sensor in bopts.sensors)]
         todo, current, reasons = bf.select(wanted, output, opts.format, opts.body_keep,
-                                           bf.decoder_versions(opts.decoder or []), reassembly)
+                                           bf.decoder_versions(opts.decoder or []), settings)
         print(f"{name}: {len(units)} unit(s) planned, {len(wanted)} in range, "
               f"{len(current)} up to date, {len(todo)} to process", file=sys.stderr)
         for u, _job in todo:
@@ -451,7 +452,7 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     try:
         p = beam.Pipeline(options=popts)
         build(p, elements, output, opts.decoder or [], opts.format, opts.body_keep,
-              opts.isolate, opts.unit_timeout, es, reassembly)
+              opts.isolate, opts.unit_timeout, es, settings)
         result = p.run()
         result.wait_until_finish()
         counters = read_counters(result)

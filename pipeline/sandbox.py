@@ -125,13 +125,13 @@ class UnitProcess:
 
 def run_isolated(sandbox: UnitProcess, unit, output: str, decoders, fmt: str,
                  body_keep: int, manifest: dict | None = None, es=None, attempts: int = 2,
-                 reassembly: dict | None = None):
+                 settings: dict | None = None):
     """(statuses, summary) of a unit run in the sandbox, tried `attempts` times."""
     from .work import failed_status
     why = ""
     for _ in range(attempts):
         try:
-            return sandbox.run(unit, output, decoders, fmt, body_keep, manifest, es, reassembly)
+            return sandbox.run(unit, output, decoders, fmt, body_keep, manifest, es, settings)
         except UnitCrashed as e:
             why = str(e)
             print(f"c2scribe run: unit {unit.unit_id}: {why}", file=sys.stderr)

@@ -238,28 +238,38 @@ class ParquetUnitSink:
 
 # ------------------------------------------------------------------------------------ units
 
-def reassembly_options(given: dict | None = None) -> dict:
-    """The reassembly settings of a run (engine, overlap policy, host policies), defaults
-    filled in: what `c2scribe run --engine/--overlap-policy/--host-policy` set."""
+#: bytes of each direction of a connection that is not HTTP stored by default (the text
+#: transcript shows as much): raw TCP C2 stays searchable
+STREAM_KEEP = 4096
+
+
+def engine_settings(given: dict | None = None) -> dict:
+    """The engine settings of a run (engine, overlap policy, host policies, stream bytes
+    kept), defaults filled in: what `c2scribe run --engine/--overlap-policy/--host-policy/
+    --stream-keep` set."""
     from c2scribe.engine import EngineOptions
     d = EngineOptions()
     got = dict(given or {})
+    keep = got.get("stream_keep")
     return {"engine": got.get("engine") or d.engine,
             "tcp_policy": got.get("tcp_policy") or d.tcp_policy,
-            "host_policies": tuple(got.get("host_policies") or d.host_policies)}
+            "host_policies": tuple(got.get("host_policies") or d.host_policies),
+            "stream_keep": STREAM_KEEP if keep is None else int(keep)}
 
 
 def engine_options(decoders: bool, body_keep: int = 0, unit: Unit | None = None,
-                   reassembly: dict | None = None):
-    """The engine limits `c2scribe transcript --format jsonl` uses (same records): bodies
-    kept up to body_keep (decoders: whole, clipped when stored), plus the unit's window and
-    the run's reassembly settings."""
+                   settings: dict | None = None):
+    """The engine limits `c2scribe transcript --format jsonl --bodies` uses (same records):
+    bodies kept up to body_keep (decoders: whole, clipped when stored), the first bytes of
+    connections that are not HTTP, plus the unit's window and the run's engine settings."""
     from c2scribe.engine import EngineOptions
+    es = engine_settings(settings)
+    if not body_keep:
+        es["stream_keep"] = 0          # no content stored at all (as the transcript's jsonl)
     o = dataclasses.replace(EngineOptions(), body_keep=body_keep,
-                            **(unit.engine_window() if unit is not None else {}),
-                            **reassembly_options(reassembly))
+                            **(unit.engine_window() if unit is not None else {}), **es)
     if decoders:
-        return dataclasses.replace(o, body_keep=max(body_keep, 64 << 20), stream_keep=0)
+        return dataclasses.replace(o, body_keep=max(body_keep, 64 << 20))
     return o
 
 
@@ -288,7 +298,7 @@ def file_status(unit: Unit, errors: dict) -> list[dict]:
 
 def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parquet",
                  body_keep: int = 64 << 10, manifest: dict | None = None, es=None,
-                 reassembly: dict | None = None) -> tuple[list[dict], dict]:
+                 settings: dict | None = None) -> tuple[list[dict], dict]:
     """Process one unit; returns (file status records, the unit's summary), also written to
     OUTPUT/_status/<unit>.jsonl. An exception inside becomes the unit's failure (its partial
     outputs are removed): bad input never sinks a run. `manifest` (backfills): what the unit
@@ -322,7 +332,7 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
             runner = DecoderRunner([load(spec) for spec in decoders])
         # no decoders and JSON lines: the C engine writes the documents itself
         fast = runner is None and fmt == "jsonl"
-        engine = Engine(engine_options(bool(runner), body_keep, unit, reassembly), jsonl=fast,
+        engine = Engine(engine_options(bool(runner), body_keep, unit, settings), jsonl=fast,
                         bodies=fast and bodies,
                         stream_chunks=bool(runner and runner.wants_stream_chunks))
         if fast:

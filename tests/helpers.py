@@ -84,6 +84,7 @@ def c2_records(paths, *, body_keep: int = 1 << 20, stream_keep: int = 1 << 24, *
     """All records of a chain of capture files (one Engine, consumed fully)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    opts.setdefault("stream_keep_http", True)       # every connection's bytes, to compare
     eng = Engine(body_keep=body_keep, stream_keep=stream_keep, **opts)
     return list(run_chain(eng, [str(p) for p in paths]))
 

@@ -126,7 +126,8 @@ typedef struct cs_host_policy {  /* an address block and its hosts' TCP overlap 
 } cs_host_policy;
 
 typedef struct cs_options {
-    size_t stream_keep;           /* bytes kept per direction for decoders (0 = none) */
+    size_t stream_keep;           /* bytes kept per direction for the records (0 = none) */
+    int stream_keep_http;         /* ... of HTTP connections too (else only of the others) */
     size_t body_keep;             /* decoded body bytes kept per HTTP message */
     size_t http_pending_max;      /* bytes libhtp may leave unconsumed per direction */
     size_t bomb_limit;            /* libhtp compression bomb limit (bytes) */

@@ -282,6 +282,8 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
     if (!f->foreign && !e->py_error && cs_rec_begin(e, &r) == 0) {
         cs_dir *c = &f->dir[CS_C2S], *s = &f->dir[CS_S2C];
         PyObject *ff = cs_file_name(e, f->first.file), *fl = cs_file_name(e, f->last.file);
+        /* an HTTP connection's bytes are in its transactions: kept only when asked for */
+        int drop = f->http_decided > 0 && !e->opt.stream_keep_http;
         cs_rec_cstr(&r, "conn_id", f->id);
         cs_rec_cstr(&r, "community_id", f->community_id);
         cs_rec_ts(&r, "start_us", f->first_us);
@@ -302,10 +304,10 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
         cs_rec_int(&r, "s2c_bytes", (long long)s->stream_bytes);
         cs_rec_cstr(&r, "c2s_sha256", dir_sha(c));
         cs_rec_cstr(&r, "s2c_sha256", dir_sha(s));
-        cs_rec_bytes(&r, "c2s_data", c->keep, c->keep_len, e->opt.stream_keep > 0);
-        cs_rec_bytes(&r, "s2c_data", s->keep, s->keep_len, e->opt.stream_keep > 0);
-        cs_rec_bool(&r, "c2s_truncated", c->truncated);
-        cs_rec_bool(&r, "s2c_truncated", s->truncated);
+        cs_rec_bytes(&r, "c2s_data", c->keep, c->keep_len, e->opt.stream_keep > 0 && !drop);
+        cs_rec_bytes(&r, "s2c_data", s->keep, s->keep_len, e->opt.stream_keep > 0 && !drop);
+        cs_rec_bool(&r, "c2s_truncated", c->truncated && !drop);
+        cs_rec_bool(&r, "s2c_truncated", s->truncated && !drop);
         cs_rec_str(&r, "history", f->history, f->history_len);
         cs_rec_bool(&r, "handshake", f->handshake);
         cs_rec_bool(&r, "reassembled", f->reassembled);

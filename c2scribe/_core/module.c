@@ -234,7 +234,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
                              "lookahead", "preroll", "window_last_edge_us", "engine",
                              "tcp_policy", "frag_policy", "frag_timeout", "tcp_conn_max",
                              "tcp_total_max", "frag_max", "hole_timeout", "host_policies",
-                             NULL};
+                             "stream_keep_http", NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -244,6 +244,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     Py_ssize_t sk = 0, bk = 65536, pm = 1 << 20, bl = 64 << 20, tl = 100000, mf = 1 << 18;
     int ns = 1 << 16, nh = 4096, json = 0, json_bodies = 0, chunks = 0;
     PyObject *wstart = Py_None, *wend = Py_None, *wlast = Py_None, *hosts = NULL;
+    int keep_http = 0;
     double lookahead = 3600, preroll = 600, frag_timeout = 60, hole_timeout = 5;
     const char *engine = "nids", *tcp_policy = "bsd", *frag_policy = "first";
     Py_ssize_t conn_max = 8 << 20, total_max = (Py_ssize_t)512 << 20, frag_max = 32 << 20;
@@ -251,11 +252,12 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndO", kwlist, &sk, &bk,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndOp", kwlist, &sk, &bk,
                                      &pm, &bl, &tl, &idle, &est, &linger, &mf, &ns, &nh, &json,
                                      &json_bodies, &chunks, &wstart, &wend, &lookahead, &preroll,
                                      &wlast, &engine, &tcp_policy, &frag_policy, &frag_timeout,
-                                     &conn_max, &total_max, &frag_max, &hole_timeout, &hosts))
+                                     &conn_max, &total_max, &frag_max, &hole_timeout, &hosts,
+                                     &keep_http))
         return -1;
     static const char *const frag_policies[] = {"first", "last", "bsd", "linux", "windows",
                                                 "solaris"};
@@ -288,6 +290,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     o.tcp_conn_max = conn_max;
     o.tcp_total_max = total_max;
     o.frag_max = frag_max;
+    o.stream_keep_http = keep_http;
     if ((wstart == Py_None) != (wend == Py_None)) {
         PyErr_SetString(PyExc_ValueError, "window_start_us and window_end_us go together");
         return -1;

@@ -191,7 +191,8 @@ class StreamDecoder(Decoder):
         return False
 
     def data(self, chunk: StreamChunk, ctx: Context) -> Iterable[Message] | None:
-        """The next bytes of one direction (chunk.direction, chunk.data, chunk.ts_us)."""
+        """The next bytes of one direction (chunk.direction, chunk.data, chunk.ts_us);
+        chunk.gap_before > 0: that many bytes before these are not in the capture."""
         return None
 
     def close(self, ctx: Context) -> Iterable[Message] | None:

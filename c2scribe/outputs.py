@@ -1,0 +1,126 @@
+"""What `c2scribe run` wrote, read back with DuckDB: for `c2scribe search` and reports.
+
+An output directory holds one dataset per record type, as Parquet
+(OUTPUT/<dataset>/date=.../sensor=.../part-*.parquet) or as JSON lines
+(OUTPUT/<dataset>/<unit>.jsonl, --format jsonl), from one run or many. `Output` opens them
+as one DuckDB view per dataset, with exactly the columns of the schema module (external
+names: quote them in SQL, e.g. "url.original"), typed alike whatever the files were: files
+of an older schema version lack newer columns (null), jsonl timestamps become timestamps and
+base64 bodies bytes. Nothing is copied: DuckDB reads the files where they lie.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+from .errors import C2ScribeError
+from .schema import (C2Message, CaptureError, Connection, DecodeError, EngineWarning,
+                     HttpTransaction, fields_of)
+
+#: dataset directory -> record class
+DATASETS = {"connection": Connection, "http": HttpTransaction, "c2": C2Message,
+            "decode_error": DecodeError, "capture_error": CaptureError, "warning": EngineWarning}
+
+_SQL_TYPES = {"str": "VARCHAR", "ip": "VARCHAR", "json": "VARCHAR", "int": "BIGINT",
+              "bool": "BOOLEAN", "ts": "TIMESTAMPTZ", "bytes": "BLOB", "strlist": "VARCHAR[]",
+              "headers": "STRUCT(name VARCHAR, value VARCHAR)[]"}
+
+
+class OutputError(C2ScribeError):
+    """The directory is not a c2scribe output, or it cannot be read."""
+
+
+def q(name: str) -> str:
+    """A column name quoted for SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(s: str) -> str:
+    """A string literal for SQL (file paths, which DuckDB's readers take as literals)."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _duckdb():
+    try:
+        import duckdb
+    except ImportError:
+        raise OutputError("reading c2scribe outputs needs DuckDB: pip install "
+                          "'c2scribe[pipeline]'") from None
+    return duckdb
+
+
+class Output:
+    """The datasets of one output directory, as DuckDB views named after them."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        if "://" in self.path:
+            raise OutputError(f"{self.path}: only local output directories can be read here "
+                              "(copy the output, or mount it)")
+        if not os.path.isdir(self.path):
+            raise OutputError(f"{self.path}: no such directory")
+        self.con = _duckdb().connect()
+        self.datasets: dict[str, str] = {}          # name -> "parquet" | "jsonl"
+        for name, cls in DATASETS.items():
+            base = os.path.join(self.path, name)
+            parquet = sorted(p for p in glob.glob(os.path.join(base, "**", "*.parquet"),
+                                                  recursive=True)
+                             if not os.path.basename(p).startswith("."))
+            jsonl = sorted(glob.glob(os.path.join(base, "*.jsonl")))
+            if parquet:
+                src = ("read_parquet([" + ", ".join(map(lit, parquet)) + "], "
+                       "union_by_name = true, hive_partitioning = false)")
+                self._view(name, cls, src, "parquet")
+            elif jsonl:
+                src = ("read_json([" + ", ".join(map(lit, jsonl)) + "], "
+                       "format = 'newline_delimited', union_by_name = true, "
+                       "maximum_object_size = 268435456)")
+                self._view(name, cls, src, "jsonl")
+        if not self.datasets:
+            raise OutputError(f"{self.path}: no c2scribe output here (the --output directory "
+                              "of `c2scribe run`, holding connection/, http/, c2/ ...)")
+
+    def _view(self, name: str, cls: type, src: str, kind: str) -> None:
+        try:
+            have = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+        except Exception as e:  # noqa: BLE001 - duckdb's own errors, told plainly
+            raise OutputError(f"{self.path}/{name}: cannot be read: {e}") from None
+        cols = []
+        for _attr, ext, type_, _j in fields_of(cls):
+            t = _SQL_TYPES[type_]
+            if ext not in have:
+                cols.append(f"CAST(NULL AS {t}) AS {q(ext)}")
+            elif kind == "jsonl" and type_ == "bytes":
+                cols.append(f"from_base64(CAST({q(ext)} AS VARCHAR)) AS {q(ext)}")
+            elif kind == "jsonl" and type_ == "headers":
+                # jsonl writes headers as [name, value] pairs
+                cols.append(f"list_transform(CAST({q(ext)} AS VARCHAR[][]), lambda x: "
+                            f"{{'name': x[1], 'value': x[2]}}) AS {q(ext)}")
+            else:
+                cols.append(f"CAST({q(ext)} AS {t}) AS {q(ext)}")
+        self.con.execute(f"CREATE VIEW {name} AS SELECT {', '.join(cols)} FROM {src}")
+        self.datasets[name] = kind
+
+    def has(self, name: str) -> bool:
+        return name in self.datasets
+
+    def rows(self, sql: str, params: list | None = None) -> list[dict]:
+        """The rows of a query, as dicts keyed by column name."""
+        cur = self.con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def count(self, name: str) -> int:
+        return self.con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] if self.has(name) else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Output":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["DATASETS", "Output", "OutputError", "lit", "q"]
