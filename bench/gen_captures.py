@@ -14,12 +14,17 @@ Usage::
     python bench/gen_captures.py --profile large --size 1G --out /tmp/large.pcap
     python bench/gen_captures.py --profile small --size 200M --out s.pcap.gz \
         --seed 7 --concurrency 64 --drop-rate 0.001 --split-mb 100
+    python bench/gen_captures.py --profile small --size 200M --out lossy.pcap \
+        --drop-data 0.001 --drop-seed 2 --manifest-full
 
 Sizes are decimal (1G = 10**9 bytes; Ki/Mi/Gi are binary) and count the
 uncompressed pcap bytes.  The output is a pure function of the arguments: the
-same seed gives the same bytes.  A lossy variant (``--drop-rate``) draws its
-drops from a separate random stream, so it holds exactly the packets of the
-loss-free capture minus the dropped ones.
+same seed gives the same bytes.  A lossy variant (``--drop-rate``: each data
+packet with that probability; ``--drop-data``: exactly that fraction of them, at
+places drawn from ``--drop-seed``) draws its drops from a separate random
+stream, so it holds exactly the packets of the loss-free capture minus the
+dropped ones; the manifest then lists every dropped packet and the transactions
+it touches (``drops``, ``dropped_list``).
 
 Beside the capture, ``OUT.manifest.json`` tells what is inside: profile, seed,
 files, bytes, packets, connections, transactions and dropped packets; with
@@ -595,7 +600,7 @@ class PcapOutput:
 class CaptureGenerator:
     def __init__(self, profile: str, seed: int = 1, concurrency: int = 64,
                  drop_rate: float = 0.0, tcp_checksum: bool = False,
-                 manifest_full: bool = False):
+                 manifest_full: bool = False, drop_data: float = 0.0, drop_seed=None):
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}")
         self.profile = profile
@@ -607,6 +612,19 @@ class CaptureGenerator:
         self.manifest_full = manifest_full
         self.rng = random.Random(f"c2scribe-bench/traffic/{profile}/{seed}")
         self.drop_rng = random.Random(f"c2scribe-bench/drops/{seed}")
+        if drop_rate and drop_data:
+            raise ValueError("give drop_rate or drop_data, not both")
+        # --drop-data: exactly that fraction of the data packets (stratified: one drop at a
+        # random place in each run of 1/fraction data packets), from its own stream.
+        self.drop_data = drop_data
+        self.drop_seed = seed if drop_seed is None else drop_seed
+        self.drop_data_rng = random.Random(f"c2scribe-bench/drop-data/{self.drop_seed}")
+        # Where each dropped packet falls (connection, direction, message, offset): only
+        # tracked for lossy captures.
+        self.track_drops = bool(drop_rate or drop_data)
+        self.drop_list = []
+        self._drop_strata = 0
+        self._conn_info = None
         self.pool = BodyPool(self.prof, random.Random(f"c2scribe-bench/bodies/{profile}/{seed}"))
         self.text = self.pool.text
         rng = self.rng
@@ -808,13 +826,24 @@ class CaptureGenerator:
         groups = []
         done = 0
         cost = CONNECTION_COST + len(sizes) * (FRAME_OVERHEAD // 2)
+        track = self.track_drops
+        txinfo = []
+        req_off = resp_off = 0
         for k in sizes:
             group = []
             for _ in range(k):
                 done += 1
                 close = teardown == 2 and done == ntx
+                tx_index = self.stats["transactions"]
                 req, resp, meta = self._transaction(host, server_sw, t_us, not pipelined, close)
                 group.append((req, resp))
+                if track:
+                    line = req[:req.index(b"\r\n")].decode("latin-1").split(" ")
+                    txinfo.append((tx_index, done, line[0], line[1], int(resp[9:12]),
+                                   req_off, len(req), req.index(b"\r\n\r\n") + 4,
+                                   resp_off, len(resp), resp.index(b"\r\n\r\n") + 4))
+                    req_off += len(req)
+                    resp_off += len(resp)
                 cost += message_cost(len(req)) + message_cost(len(resp))
                 if meta is not None:
                     meta["connection"] = conn_id
@@ -828,6 +857,9 @@ class CaptureGenerator:
         eth_s = cmac + GATEWAY_MAC + b"\x08\x00"
         isn_c, isn_s = getrandbits(32), getrandbits(32)
         ipid_c, ipid_s = getrandbits(16), getrandbits(16)
+        if track:
+            self._conn_info = (conn_id, ".".join(map(str, caddr)), port, ".".join(map(str, saddr)), sport,
+                               isn_c, isn_s, pipelined, txinfo)
         csum = self.tcp_checksum
         syn = syn_frame(eth_c, caddr, saddr, port, sport, ipid_c, SYN, isn_c, 0, csum)
         synack = syn_frame(eth_s, saddr, caddr, sport, port, ipid_s, SYN | ACK, isn_s, isn_c + 1, csum)
@@ -847,6 +879,11 @@ class CaptureGenerator:
         di = bi = 0
         drop_rate = self.drop_rate
         drop_random = self.drop_rng.random
+        drop_data = self.drop_data
+        dropping = bool(drop_rate or drop_data)
+        next_drop = self._next_data_drop(-1) if drop_data else -1
+        record_drop = self._record_drop
+        infos = []           # the tracked connection of each generator in `active` (drops only)
         rec = PCAP_RECORD.pack
         chunks = []
         append = chunks.append
@@ -862,6 +899,7 @@ class CaptureGenerator:
                 break
             g, est = self.new_connection(sec * 1_000_000 + usec)
             active.append(g)
+            infos.append(self._conn_info)
             committed += est
         while active:
             i = int(R() * len(active))
@@ -876,10 +914,13 @@ class CaptureGenerator:
                     if committed < target_bytes:
                         g, est = self.new_connection(sec * 1_000_000 + usec)
                         active[i] = g
+                        infos[i] = self._conn_info
                         committed += est
                     else:
                         active[i] = active[-1]
                         active.pop()
+                        infos[i] = infos[-1]
+                        infos.pop()
                     break
                 usec += dts[di]
                 di = (di + 1) & 4095
@@ -889,9 +930,18 @@ class CaptureGenerator:
                 caplen = len(f)
                 if caplen > 54 and not f[47] & SYN:    # carries data
                     data_packets += 1
-                    if drop_rate and drop_random() < drop_rate:
-                        dropped += 1
-                        continue
+                    if dropping:
+                        if drop_data:
+                            hit = data_packets - 1 == next_drop
+                            if hit:
+                                next_drop = self._next_data_drop(next_drop)
+                        else:
+                            hit = drop_random() < drop_rate
+                        if hit:
+                            kept = packets + buf_packets
+                            record_drop(infos[i], f, kept + dropped + 1, kept, sec, usec)
+                            dropped += 1
+                            continue
                 append(rec(sec, usec, caplen, caplen))
                 append(f)
                 buf_bytes += caplen + 16
@@ -911,6 +961,75 @@ class CaptureGenerator:
                           dropped_packets=dropped)
         self.first_ts_us = T0_US + dts[0]        # the first packet is a SYN: never dropped
         self.last_ts_us = sec * 1_000_000 + usec
+
+    # --- drops
+
+    def _next_data_drop(self, last: int) -> int:
+        """Index (0-based, among data packets) of the next --drop-data drop after `last`.
+
+        The k-th drop falls at floor((k + u) / fraction) with u uniform in [0, 1): one drop in
+        each run of 1/fraction data packets, at a random place, so the count is exact to +-1.
+        """
+        k = self._drop_strata
+        self._drop_strata = k + 1
+        return max(last + 1, int((k + self.drop_data_rng.random()) / self.drop_data))
+
+    def _record_drop(self, info, frame: bytes, frame_no: int, kept_before: int, sec: int, usec: int):
+        """Note where a dropped data packet falls: its connection, direction, message and offset."""
+        conn_id, cip, cport, sip, sport, isn_c, isn_s, pipelined, txinfo = info
+        src_port, seq = struct.unpack_from("!HxxI", frame, 34)
+        plen = len(frame) - FRAME.size
+        to_server = src_port == cport
+        rel = (seq - isn_c - 1 if to_server else seq - isn_s - 1) & M32
+        end = rel + plen
+        touches = []
+        for (gi, idx, method, uri, status, q_off, q_len, q_head, r_off, r_len, r_head) in txinfo:
+            start, length, head = (q_off, q_len, q_head) if to_server else (r_off, r_len, r_head)
+            if end <= start or rel >= start + length:
+                continue
+            a, b = max(rel, start) - start, min(end, start + length) - start
+            part = "head" if b <= head else "body" if a >= head else "head+body"
+            touches.append({"tx": gi, "index": idx, "method": method, "uri": uri, "status": status,
+                            "message": "request" if to_server else "response",
+                            "offset": a, "len": b - a, "message_len": length, "head_len": head,
+                            "part": part, "first_byte": a == 0, "last_byte": b == length})
+            if self.manifest_full:
+                self.tx_records[gi].setdefault("dropped", []).append(
+                    {"message": touches[-1]["message"], "offset": a, "len": b - a, "part": part})
+        self.drop_list.append({
+            "frame": frame_no, "after_lossy_frame": kept_before, "ts": f"{sec}.{usec:06d}",
+            "connection": conn_id, "client": [cip, cport], "server": [sip, sport],
+            "direction": "client_to_server" if to_server else "server_to_client",
+            "seq": seq, "offset": rel, "len": plen, "pipelined": pipelined, "touches": touches})
+
+    def drop_summary(self) -> dict:
+        """What the drops hit: counts of packets, bytes, connections, transactions and messages."""
+        drops = self.drop_list
+        touches = [t for d in drops for t in d["touches"]]
+        req = {t["tx"] for t in touches if t["message"] == "request"}
+        resp = {t["tx"] for t in touches if t["message"] == "response"}
+        return {
+            "mode": "drop_data (exact fraction, stratified)" if self.drop_data else "drop_rate (Bernoulli)",
+            "fraction": self.drop_data or self.drop_rate,
+            "seed": self.drop_seed if self.drop_data else self.seed,
+            "dropped_packets": len(drops),
+            "dropped_payload_bytes": sum(d["len"] for d in drops),
+            "client_to_server": sum(d["direction"] == "client_to_server" for d in drops),
+            "server_to_client": sum(d["direction"] == "server_to_client" for d in drops),
+            "connections_touched": len({d["connection"] for d in drops}),
+            "transactions_touched": len(req | resp),
+            "requests_touched": len(req),
+            "responses_touched": len(resp),
+            "request_heads_touched": len({t["tx"] for t in touches
+                                          if t["message"] == "request" and t["part"] != "body"}),
+            "response_heads_touched": len({t["tx"] for t in touches
+                                           if t["message"] == "response" and t["part"] != "body"}),
+            "request_lines_lost": len({t["tx"] for t in touches
+                                       if t["message"] == "request" and t["first_byte"]}),
+            "status_lines_lost": len({t["tx"] for t in touches
+                                      if t["message"] == "response" and t["first_byte"]}),
+            "packets_spanning_messages": sum(len(d["touches"]) > 1 for d in drops),
+        }
 
     def manifest(self, out: PcapOutput, args: dict, elapsed: float) -> dict:
         m = {
@@ -936,22 +1055,36 @@ class CaptureGenerator:
         m["first_timestamp"] = self.first_ts_us / 1e6
         m["last_timestamp"] = self.last_ts_us / 1e6
         m["tcp_checksum"] = "computed" if self.tcp_checksum else "zero"
+        if self.track_drops:
+            m["drops"] = self.drop_summary()
+            m["transactions_touched_by_drops"] = m["drops"]["transactions_touched"]
+            m["dropped_list"] = self.drop_list
         m["generation_seconds"] = round(elapsed, 3)
         m["generation_mb_per_s"] = round(self.stats["bytes"] / 1e6 / elapsed, 1) if elapsed else None
         return m
 
 
 def write_manifest(path: str, manifest: dict, tx_records=None):
+    """The manifest as indented JSON; its long lists (dropped_list, transaction_list) one item a line."""
+    lists = {}
+    manifest = dict(manifest)
+    if "dropped_list" in manifest:
+        lists["dropped_list"] = manifest.pop("dropped_list")
+    if tx_records is not None:
+        lists["transaction_list"] = tx_records
     text = json.dumps(manifest, indent=2)
     with open(path, "w") as f:
-        if tx_records is None:
+        if not lists:
             f.write(text + "\n")
             return
-        f.write(text[:-2] + ',\n  "transaction_list": [\n')
-        last = len(tx_records) - 1
-        for k, rec in enumerate(tx_records):
-            f.write("    " + json.dumps(rec, separators=(",", ":")) + (",\n" if k < last else "\n"))
-        f.write("  ]\n}\n")
+        f.write(text[:-2])
+        for name, items in lists.items():
+            f.write(f',\n  "{name}": [' + ("\n" if items else ""))
+            last = len(items) - 1
+            for k, rec in enumerate(items):
+                f.write("    " + json.dumps(rec, separators=(",", ":")) + (",\n" if k < last else "\n"))
+            f.write("  ]" if items else "]")
+        f.write("\n}\n")
 
 
 def manifest_path(out: str) -> str:
@@ -960,10 +1093,18 @@ def manifest_path(out: str) -> str:
 
 def generate(profile: str, size: int, out: str, seed: int = 1, concurrency: int = 64,
              drop_rate: float = 0.0, split_mb: float = 0, manifest_full: bool = False,
-             tcp_checksum: bool = False, gzip_level: int = 1, quiet: bool = True) -> dict:
-    """Write the capture and its manifest; return the manifest (without the transaction list)."""
+             tcp_checksum: bool = False, gzip_level: int = 1, quiet: bool = True,
+             drop_data: float = 0.0, drop_seed=None) -> dict:
+    """Write the capture and its manifest; return the manifest (without the transaction list).
+
+    drop_rate leaves out each data packet with that probability (a stream seeded by `seed`);
+    drop_data leaves out exactly that fraction of them, at places drawn from `drop_seed`
+    (default: `seed`).  Either way the lossy capture is the loss-free one of the same seed
+    minus the dropped packets, and the manifest lists them (``drops``, ``dropped_list``).
+    """
     start = time.perf_counter()
-    gen = CaptureGenerator(profile, seed, concurrency, drop_rate, tcp_checksum, manifest_full)
+    gen = CaptureGenerator(profile, seed, concurrency, drop_rate, tcp_checksum, manifest_full,
+                           drop_data=drop_data, drop_seed=drop_seed)
     split_bytes = int(split_mb * 1_000_000) if split_mb else 0
     flush = 1 << 20
     if split_bytes:
@@ -973,6 +1114,8 @@ def generate(profile: str, size: int, out: str, seed: int = 1, concurrency: int 
     elapsed = time.perf_counter() - start
     args = dict(profile=profile, size=size, seed=seed, concurrency=concurrency, drop_rate=drop_rate,
                 split_mb=split_mb, manifest_full=manifest_full, tcp_checksum=tcp_checksum)
+    if drop_data:
+        args.update(drop_data=drop_data, drop_seed=gen.drop_seed)
     man = gen.manifest(output, args, elapsed)
     write_manifest(manifest_path(out), man, gen.tx_records if manifest_full else None)
     if not quiet:
@@ -994,7 +1137,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=64, help="connections open at once")
     ap.add_argument("--drop-rate", type=float, default=0.0,
-                    help="fraction of data-carrying packets to leave out (lossy variant)")
+                    help="leave out each data-carrying packet with this probability (lossy variant)")
+    ap.add_argument("--drop-data", type=float, default=0.0, metavar="FRACTION",
+                    help="leave out exactly this fraction of the data-carrying packets, at places "
+                    "drawn from --drop-seed (lossy variant; the manifest lists each drop)")
+    ap.add_argument("--drop-seed", type=int, default=None,
+                    help="seed of --drop-data's choice of packets (default: --seed)")
     ap.add_argument("--split-mb", type=float, default=0,
                     help="rotate output into OUT.000, OUT.001, ... of about this many MB")
     ap.add_argument("--manifest-full", action="store_true",
@@ -1006,8 +1154,15 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if not 0 <= a.drop_rate < 1:
         ap.error("--drop-rate must be in [0, 1)")
+    if not 0 <= a.drop_data < 1:
+        ap.error("--drop-data must be in [0, 1)")
+    if a.drop_rate and a.drop_data:
+        ap.error("give --drop-rate or --drop-data, not both")
+    if a.drop_seed is not None and not a.drop_data:
+        ap.error("--drop-seed goes with --drop-data")
     generate(a.profile, a.size, a.out, a.seed, a.concurrency, a.drop_rate, a.split_mb,
-             a.manifest_full, a.tcp_checksum, a.gzip_level, quiet=a.quiet)
+             a.manifest_full, a.tcp_checksum, a.gzip_level, quiet=a.quiet,
+             drop_data=a.drop_data, drop_seed=a.drop_seed)
     return 0
 
 

@@ -92,6 +92,9 @@ class Output:
                 cols.append(f"CAST(NULL AS {t}) AS {q(ext)}")
             elif kind == "jsonl" and type_ == "bytes":
                 cols.append(f"from_base64(CAST({q(ext)} AS VARCHAR)) AS {q(ext)}")
+            elif kind == "jsonl" and type_ == "json":
+                # jsonl holds the objects themselves: back to JSON text, as Parquet has it
+                cols.append(f"CAST(to_json({q(ext)}) AS VARCHAR) AS {q(ext)}")
             elif kind == "jsonl" and type_ == "headers":
                 # jsonl writes headers as [name, value] pairs
                 cols.append(f"list_transform(CAST({q(ext)} AS VARCHAR[][]), lambda x: "

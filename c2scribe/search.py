@@ -78,33 +78,35 @@ class Filters:
             conds.append(f"({one})")
             params.extend(ip for _side in (0, 1) for ip in self.ips)
         if self.hosts:
-            pats = [fnmatch.translate(h.lower()) for h in self.hosts]
-            match = " OR ".join(f"regexp_full_match(lower(coalesce(h.{q('url.domain')}, '')), ?)"
-                                f" OR regexp_full_match(lower(coalesce(h.{q('c2scribe.http.request.host')}, '')), ?)"
-                                for _ in pats)
-            for p in pats:
-                params += [_rx(p), _rx(p)]
             link = _link(ds, "h", "http")
             if link is None or not out.has("http"):
                 conds.append("false")
             else:
-                conds.append(f"EXISTS (SELECT 1 FROM http h WHERE {link} AND ({match}))")
+                pats = [_rx(fnmatch.translate(h.lower())) for h in self.hosts]
+                alias = "" if ds == "http" else "h."      # http rows: the row itself
+                match = " OR ".join(
+                    f"regexp_full_match(lower(coalesce({alias}{q(col)}, '')), ?)"
+                    for _ in pats for col in ("url.domain", "c2scribe.http.request.host"))
+                params.extend(p for p in pats for _col in (0, 1))
+                conds.append(f"({match})" if ds == "http" else
+                             f"EXISTS (SELECT 1 FROM http h WHERE {link} AND ({match}))")
         if self.agents or self.decoders:
+            if ds != "c2" and not out.has("c2"):
+                conds.append("false")
+                return conds
+            alias = "" if ds == "c2" else "m."
             sub = []
             if self.agents:
-                sub.append(f"m.{q('c2scribe.c2.agent')} IN ({', '.join('?' * len(self.agents))})")
+                sub.append(f"{alias}{q('c2scribe.c2.agent')} IN "
+                           f"({', '.join('?' * len(self.agents))})")
                 params.extend(self.agents)
             if self.decoders:
-                sub.append(f"m.{q('c2scribe.decoder.name')} IN "
+                sub.append(f"{alias}{q('c2scribe.decoder.name')} IN "
                            f"({', '.join('?' * len(self.decoders))})")
                 params.extend(self.decoders)
-            if ds == "c2":
-                conds.append(" AND ".join(s.replace("m.", "") for s in sub))
-            elif out.has("c2"):
-                conds.append(f"EXISTS (SELECT 1 FROM c2 m WHERE {_link(ds, 'm', 'c2')} AND "
-                             f"{' AND '.join(sub)})")
-            else:
-                conds.append("false")
+            conds.append(" AND ".join(sub) if ds == "c2" else
+                         f"EXISTS (SELECT 1 FROM c2 m WHERE {_link(ds, 'm', 'c2')} AND "
+                         f"{' AND '.join(sub)})")
         return conds
 
 
@@ -117,7 +119,7 @@ def _link(ds: str, alias: str, other: str) -> str | None:
     """How a row of ds joins rows of other (alias): by transaction, or by connection."""
     tx, conn = q("c2scribe.http.id"), q("c2scribe.connection.id")
     if ds == other:
-        return "true"
+        return "true"                  # the caller tests the row itself
     if {ds, other} == {"c2", "http"}:
         return f"{alias}.{tx} = {ds}.{tx}"
     if other in ("c2", "http") and ds in ("c2", "http", "connection"):

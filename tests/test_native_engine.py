@@ -22,7 +22,8 @@ from scapy.all import IP, TCP, Ether, IPv6, IPv6ExtHdrFragment, Raw, fragment, f
 
 
 def run(path, engine="native", stream_chunks=False, **opts):
-    e = Engine(EngineOptions(engine=engine, body_keep=1 << 22, stream_keep=1 << 20, **opts),
+    e = Engine(EngineOptions(engine=engine, body_keep=1 << 22, stream_keep=1 << 20,
+                             stream_keep_http=True, **opts),
                stream_chunks=stream_chunks)
     recs = list(run_chain(e, [str(path)]))
     return recs, e.final_counters
@@ -228,6 +229,40 @@ def test_lost_response_start_keeps_requests_and_responses_paired(tmp_path):
     assert "response_lost_in_gap" in t2.flags
     assert (t3.uri, t3.status_code, t3.response_body, t3.state) == \
         ("/3", 200, bodies[2], "complete")
+
+
+@pytest.mark.parametrize("pure_ack", [True, False], ids=["pure-ack", "ack-on-next-data"])
+@pytest.mark.parametrize("lost", [("resp", 1), ("resp", 2), ("resp", 3), ("req", 1), ("req", 2),
+                                  ("req", 3)], ids=lambda x: f"{x[0]}{x[1]}")
+def test_one_lost_message_leaves_the_others_paired(tmp_path, lost, pure_ack):
+    """Three exchanges on one connection, one message not captured. The receiver's ACK for
+    it comes in a pure ACK, or rides on its next data (then the ACK of a request may be lost
+    with the response it came in). Every other exchange keeps its own answer, and the one
+    that lost a side says which."""
+    c = Conv().handshake()
+    bodies = {i: f"body-{i}-".encode() * (40 * i) for i in (1, 2, 3)}
+    for i in (1, 2, 3):
+        c.send("c", http_get(f"/{i}"), keep=lost != ("req", i), ack=False)
+        if pure_ack:
+            c.packet("s", "A")
+        c.send("s", http_response(bodies[i]), keep=lost != ("resp", i), ack=False)
+        if pure_ack:
+            c.packet("c", "A")
+    c.close()
+    recs, _ = run(c.write(tmp_path / "one-lost.pcap"))
+    got = {t.index: t for t in txs(recs)}
+    assert len(got) == 3, [(t.uri, t.status_code, t.flags) for t in got.values()]
+    side, n = lost
+    for i, t in got.items():
+        if i != n:
+            assert (t.uri, t.response_body, t.state) == (f"/{i}", bodies[i], "complete")
+        elif side == "req":
+            assert t.method is None and "request_lost_in_gap" in t.flags
+            assert (t.state, t.response_body) == ("response_only", bodies[i])
+            assert t.flags == ["request_lost_in_gap"]
+        else:
+            assert (t.uri, t.status_code, t.state) == (f"/{i}", None, "no_response")
+            assert "response_lost_in_gap" in t.flags
 
 
 def test_stream_decoders_are_told_of_the_gap(tmp_path):

@@ -42,6 +42,8 @@ def generated(tmp_path_factory):
     a.send("c", b"GET /alpha-word?q=1 HTTP/1.1\r\nHost: c2.evil.example\r\n"
                 b"User-Agent: bravo-agent\r\n\r\n")
     a.send("s", http_response(b"\x00\x01charlie-inside-binary\xff\xfe" + bytes(200)))
+    a.send("c", b"GET /other HTTP/1.1\r\nHost: benign.example\r\n\r\n")
+    a.send("s", http_response(b"fine"))
     a.close()
     b = Conv(cli=("192.168.9.9", 50000), srv=("198.51.100.2", 4444),
              t0=1_700_086_400.0).handshake()                   # one day later
@@ -97,9 +99,23 @@ def test_filters(generated):
     host = jsonl(cli("search", "", out, "--format", "jsonl", "--host", "*.evil.example"))
     assert {r["dataset"] for r in host} == {"c2", "http", "connection"}
     assert {r["destination.ip"] for r in host} == {"203.0.113.7"}
+    # per transaction: the other request on the same connection is not the evil host's
+    assert [r["url.original"] for r in host if r["dataset"] == "http"] == ["/alpha-word?q=1"]
     agent = jsonl(cli("search", "", out, "--format", "jsonl", "--decoder", "http",
                       "--in", "http"))
-    assert len(agent) == 1
+    assert len(agent) == 2
+    none = jsonl(cli("search", "", out, "--format", "jsonl", "--decoder", "njrat"))
+    assert none == []
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_c2_fields_read_back_as_json(generated, fmt):
+    from c2scribe.outputs import Output
+    with Output(generated[fmt]) as o:
+        rows = o.rows('SELECT "c2scribe.c2.fields" AS f, "c2scribe.c2.attachments" AS a FROM c2')
+    assert len(rows) == 2
+    for r in rows:
+        assert isinstance(json.loads(r["f"]), dict) and isinstance(json.loads(r["a"]), list)
 
 
 def test_table_output_is_inert(generated):

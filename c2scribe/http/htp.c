@@ -538,7 +538,7 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     cs_rec_bool(&r, "response_body_truncated", t->keep_trunc[CS_S2C]);
     cs_rec_bool(&r, "continue_100", tx->seen_100continue);
     cs_rec_cstr(&r, "state", tx_state(tx, t));
-    rec_flags(&r, "flags", tx->flags, t);
+    rec_flags(&r, "flags", t->lost[CS_C2S] ? 0 : tx->flags, t);   /* not the stand-in's */
     cs_rec_bool(&r, "tunnel", t->tunnel || (f->http && f->http->tunnel &&
                                             tx->request_method_number == HTP_M_CONNECT));
     cs_rec_cstr(&r, "file_first", ff && ff != Py_None ? PyUnicode_AsUTF8(ff) : NULL);
@@ -882,8 +882,10 @@ void cs_http_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n)
     if (!f->http && !(f->http = calloc(1, sizeof *f->http))) return;
     cs_http *h = f->http;
     if (f->http_decided == 0) {
-        /* not yet known to be HTTP: what was held of this side no longer leads anywhere */
+        /* not yet known to be HTTP: what was held of this side no longer leads anywhere; a
+         * lost request gets its stand-in once the connection is known to be HTTP */
         h->pre_len[dir] = h->skip[dir] < h->pre_len[dir] ? h->skip[dir] : h->pre_len[dir];
+        if (dir == CS_C2S) h->lost_start[dir] = 1;
         start_skipping(h, dir);
         return;
     }
@@ -1153,6 +1155,10 @@ static void http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, si
     if (c > 0 && http_open(e, f, h)) c = -1;
     if (c <= 0) { undecided(f, c); return; }
     f->http_decided = 1;
+    if (h->lost_start[CS_C2S]) {               /* a request lost before this was known */
+        h->lost_start[CS_C2S] = 0;
+        feed_standin(e, h, CS_C2S);
+    }
     /* what was held goes in first: the client's before the server's */
     size_t held = had > base ? had - base : 0;
     if (dir == CS_S2C && h->pre_len[CS_C2S] > h->skip[CS_C2S])
@@ -1170,6 +1176,21 @@ void cs_http_close(cs_engine *e, cs_flow *f)
     cs_http *h = f->http;
     if (!h) return;
     f->http = NULL;
+    if (h->connp && h->lost_start[CS_S2C]) {
+        /* bytes lost after a response and no response since: the oldest request still
+         * unanswered lost its answer */
+        htp_conn_t *conn = htp_connp_get_connection(h->connp);
+        size_t k = conn && conn->transactions ? htp_list_size(conn->transactions) : 0;
+        for (size_t i = 0; i < k; i++) {
+            htp_tx_t *tx = htp_list_get(conn->transactions, i);
+            cs_tx *t = tx ? htp_tx_get_user_data(tx) : NULL;
+            if (t && tx->request_progress > HTP_REQUEST_NOT_STARTED &&
+                tx->response_progress == HTP_RESPONSE_NOT_STARTED) {
+                t->lost[CS_S2C] = 1;
+                break;
+            }
+        }
+    }
     if (h->connp) {
         struct timeval tv = now_tv(e);
         closing = 1;

@@ -59,6 +59,8 @@ struct cs_tcp_half {
     int64_t hole_acked;            /* the receiver first acknowledged past next */
     uint64_t hole_acked_seg;       /* ... in the connection's segment number this */
     int64_t unacked_since;         /* in-order bytes first waited for their ACK */
+    int64_t implied;               /* bytes sent up to then count as received: the other
+                                    * direction lost bytes sent after them */
     uint64_t delivered, gaps, gap_bytes, conflicts;
     int policy;                    /* of the host receiving this direction */
 };
@@ -88,7 +90,7 @@ void cs_tcp_cfg_default(cs_tcp_cfg *cfg)
 static void half_init(cs_tcp_half *h)
 {
     memset(h, 0, sizeof *h);
-    h->hole_since = h->hole_acked = h->unacked_since = NO_TIME;
+    h->hole_since = h->hole_acked = h->unacked_since = h->implied = NO_TIME;
 }
 
 cs_tcp_conn *cs_tcp_conn_new(cs_tcp_cfg *cfg, void *ctx)
@@ -242,8 +244,12 @@ static uint64_t data_end(const cs_tcp_half *h, uint64_t off)
     return h->fin_set && off > h->fin_off ? h->fin_off : off;
 }
 
-/* Hand over at most one piece (or one gap) of direction dir; 1 when something moved. */
-static int deliver_one(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force)
+enum { NOTHING = 0, DATA = 1, GAP = 2 };
+
+/* What direction dir can hand over next: one piece (or the part acknowledged), or one gap.
+ * dry: say what and when (*when: the time it was sent, for ordering the two directions)
+ * without doing it. */
+static int step(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force, int dry, int64_t *when)
 {
     cs_tcp_half *h = &c->h[dir];
     int64_t now = c->now;
@@ -258,14 +264,16 @@ static int deliver_one(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force)
      * slightly out of order) */
     int grace_over = acked_past && now != NO_TIME &&
                      (c->segs > h->hole_acked_seg || now - h->hole_acked >= cfg->ack_grace_us);
+    /* a lost segment was sent before what follows it, and before the ACK that told of it */
+    int64_t sent = h->hole_acked != NO_TIME ? h->hole_acked - 1 : now;
     if (!p) {
         /* acknowledged, never seen, nothing behind: the receiver got bytes we did not */
         uint64_t end = data_end(h, h->acked);
-        if (h->have_base && acked_past && end > h->next && (force || grace_over)) {
-            emit_gap(cfg, c, dir, end - h->next, now, &c->now_pos);
-            return 1;
-        }
-        return 0;
+        if (!(h->have_base && acked_past && end > h->next && (force || grace_over)))
+            return NOTHING;
+        if (dry) { *when = sent; return GAP; }
+        emit_gap(cfg, c, dir, end - h->next, now, &c->now_pos);
+        return GAP;
     }
     if (p->off > h->next) {                     /* a hole */
         if (h->hole_since == NO_TIME) h->hole_since = now;
@@ -274,22 +282,27 @@ static int deliver_one(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force)
         if (!force && !aged) {
             /* only as far as the receiver confirmed: the rest may still be on its way */
             uint64_t a = data_end(h, h->acked);
-            if (!grace_over || a <= h->next) return 0;
+            if (!grace_over || a <= h->next) return NOTHING;
             if (a < to) to = a;
         }
+        if (dry) {
+            *when = p->ts_us - 1 < sent ? p->ts_us - 1 : sent;
+            return GAP;
+        }
         emit_gap(cfg, c, dir, to - h->next, p->ts_us, &p->pos);
-        return 1;
+        return GAP;
     }
     uint64_t limit = UINT64_MAX;
-    if (!force && h->ack_seen) {
+    if (!force && h->ack_seen && !(h->implied != NO_TIME && p->ts_us <= h->implied)) {
         limit = h->acked;
         if (limit <= h->next) {
             if (h->unacked_since == NO_TIME) h->unacked_since = now;
-            if (now == NO_TIME || now - h->unacked_since < cfg->unacked_timeout_us) return 0;
-            cfg->c.unacked_flushes++;
+            if (now == NO_TIME || now - h->unacked_since < cfg->unacked_timeout_us) return NOTHING;
+            if (!dry) cfg->c.unacked_flushes++;
             limit = UINT64_MAX;
         }
     }
+    if (dry) { *when = p->ts_us; return DATA; }
     h->unacked_since = NO_TIME;
     uint32_t n = p->len;
     if (limit - h->next < n) n = (uint32_t)(limit - h->next);
@@ -309,7 +322,7 @@ static int deliver_one(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force)
     } else {
         emit_data(cfg, c, dir, bytes, n, ts, &pos);
     }
-    return 1;
+    return DATA;
 }
 
 static void finish_check(cs_tcp_half *h)
@@ -317,25 +330,48 @@ static void finish_check(cs_tcp_half *h)
     if (h->fin_set && !h->head && h->next >= h->fin_off) h->fin_done = 1;
 }
 
-static void deliver(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force)
-{
-    while (deliver_one(cfg, c, dir, force)) {}
-    finish_check(&c->h[dir]);
-    relist(cfg, c);
-}
-
-/* Everything held in both directions, oldest piece first across the two (a request before
- * its response), holes as gaps. */
-void cs_tcp_flush(cs_tcp_cfg *cfg, cs_tcp_conn *c)
+/* Hand over what both directions can, in the order it was sent: a request before its
+ * response, a gap where the bytes it stands for were. Bytes the capture lost in one
+ * direction were sent, and what the other side had sent before them was most likely
+ * received, though the acknowledgement may have been lost with them: such bytes go first,
+ * acknowledged or not (else a lost answer would hold its request back, and responses would
+ * meet the wrong requests). */
+static void deliver_both(cs_tcp_cfg *cfg, cs_tcp_conn *c, int force)
 {
     for (;;) {
-        piece *a = c->h[0].head, *b = c->h[1].head;
-        int dir = !a ? 1 : !b ? 0 : (b->ts_us < a->ts_us ? 1 : 0);
-        if (!deliver_one(cfg, c, dir, 1) && !deliver_one(cfg, c, !dir, 1)) break;
+        int64_t t[2] = {0, 0};
+        int k[2];
+        for (int pass = 0; pass < 2; pass++) {
+            for (int d = 0; d < 2; d++) k[d] = step(cfg, c, d, force, 1, &t[d]);
+            int changed = 0;
+            for (int d = 0; d < 2; d++)
+                if (k[d] == GAP && (c->h[!d].implied == NO_TIME || c->h[!d].implied < t[d])) {
+                    c->h[!d].implied = t[d];
+                    changed = 1;
+                }
+            if (!changed) break;
+        }
+        if (!k[0] && !k[1]) break;
+        int d = !k[0] ? 1 : !k[1] ? 0
+              : t[1] < t[0] || (t[1] == t[0] && k[1] == GAP && k[0] != GAP) ? 1 : 0;
+        if (!step(cfg, c, d, force, 0, NULL)) break;
     }
     finish_check(&c->h[0]);
     finish_check(&c->h[1]);
     relist(cfg, c);
+}
+
+static void deliver(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force)
+{
+    while (step(cfg, c, dir, force, 0, NULL)) {}
+    finish_check(&c->h[dir]);
+    relist(cfg, c);
+}
+
+/* Everything held in both directions, in the order it was sent, holes as gaps. */
+void cs_tcp_flush(cs_tcp_cfg *cfg, cs_tcp_conn *c)
+{
+    deliver_both(cfg, c, 1);
 }
 
 /* ---------- bounds ---------- */
@@ -513,9 +549,7 @@ void cs_tcp_segment(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, const cs_tcp_seg *
             }
         }
     }
-    /* what this segment acknowledged first, then what it brought */
-    deliver(cfg, c, !dir, 0);
-    deliver(cfg, c, dir, 0);
+    deliver_both(cfg, c, 0);
     enforce_caps(cfg, c);
 }
 

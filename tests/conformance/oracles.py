@@ -127,7 +127,7 @@ def run_capture(root: Path, capture: str, stream: bool = False, engine: str = "n
                 host_policies: tuple[str, ...] = ()) -> Run:
     """Run c2scribe over one capture (the whole run_chain is consumed before returning)."""
     eng = Engine(body_keep=BODY_KEEP, stream_keep=STREAM_KEEP if stream else 0, engine=engine,
-                 host_policies=host_policies)
+                 host_policies=host_policies, stream_keep_http=True)
     recs = list(run_chain(eng, [str(root / capture)]))
     http = [r for r in recs if isinstance(r, HttpTransaction)]
     conns = [r for r in recs if isinstance(r, Connection)]
