@@ -701,8 +701,10 @@ def test_jsonl_outputs_and_engine_documents_index_the_same(samples, tmp_path):
         assert res.ok and res.indexed == sum(1 for f in out.glob("*/*.jsonl")
                                           if f.parent.name != "_status" for _ in open(f))
         from_jsonl = fake.docs()
-    recs = list(run_chain(Engine(body_keep=64 << 10), samples))
-    pairs = list(run_chain(Engine(body_keep=64 << 10, jsonl=True, bodies=True), samples))
+    from pipeline.work import STREAM_KEEP        # what `c2scribe run` keeps of raw TCP
+    recs = list(run_chain(Engine(body_keep=64 << 10, stream_keep=STREAM_KEEP), samples))
+    pairs = list(run_chain(Engine(body_keep=64 << 10, stream_keep=STREAM_KEEP, jsonl=True,
+                                  bodies=True), samples))
     assert len(pairs) == len(recs) and all(isinstance(x, tuple) for x in pairs)
     for fast in (False, True):
         with FakeElasticsearch("8.15.0") as fake:

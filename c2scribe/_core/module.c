@@ -128,7 +128,11 @@ PyObject *cs_file_name(cs_engine *e, int file)
 
 static void one_packet(cs_engine *e, const cs_packet *pkt)
 {
-    int64_t ts = pkt->ts_sec * 1000000 + pkt->ts_usec;
+    /* a hostile file can claim any time: keep it where microseconds fit an int64 */
+    int64_t sec = pkt->ts_sec, lim = INT64_MAX / 1000000 - 1;
+    if (sec > lim) sec = lim;
+    if (sec < -lim) sec = -lim;
+    int64_t ts = sec * 1000000 + pkt->ts_usec;
     e->cur_frame++;
     if (ts < e->now_us) cs_count(e, CSC_TIME_BACKWARDS);
     e->now_us = ts;

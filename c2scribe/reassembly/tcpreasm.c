@@ -246,6 +246,17 @@ static uint64_t data_end(const cs_tcp_half *h, uint64_t off)
 
 enum { NOTHING = 0, DATA = 1, GAP = 2 };
 
+/* now - since without overflow (capture times are hostile): 0 when time went backwards */
+static uint64_t elapsed(int64_t now, int64_t since)
+{
+    return now > since ? (uint64_t)now - (uint64_t)since : 0;
+}
+
+static int64_t just_before(int64_t t)
+{
+    return t > INT64_MIN + 1 ? t - 1 : t;
+}
+
 /* What direction dir can hand over next: one piece (or the part acknowledged), or one gap.
  * dry: say what and when (*when: the time it was sent, for ordering the two directions)
  * without doing it. */
@@ -263,9 +274,10 @@ static int step(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force, int dry, in
      * they are not in the capture (the grace is for captures whose directions were merged
      * slightly out of order) */
     int grace_over = acked_past && now != NO_TIME &&
-                     (c->segs > h->hole_acked_seg || now - h->hole_acked >= cfg->ack_grace_us);
+                     (c->segs > h->hole_acked_seg ||
+                      elapsed(now, h->hole_acked) >= (uint64_t)cfg->ack_grace_us);
     /* a lost segment was sent before what follows it, and before the ACK that told of it */
-    int64_t sent = h->hole_acked != NO_TIME ? h->hole_acked - 1 : now;
+    int64_t sent = h->hole_acked != NO_TIME ? just_before(h->hole_acked) : now;
     if (!p) {
         /* acknowledged, never seen, nothing behind: the receiver got bytes we did not */
         uint64_t end = data_end(h, h->acked);
@@ -277,7 +289,8 @@ static int step(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force, int dry, in
     }
     if (p->off > h->next) {                     /* a hole */
         if (h->hole_since == NO_TIME) h->hole_since = now;
-        int aged = now != NO_TIME && now - h->hole_since >= cfg->hole_timeout_us;
+        int aged = now != NO_TIME &&
+                   elapsed(now, h->hole_since) >= (uint64_t)cfg->hole_timeout_us;
         uint64_t to = p->off;
         if (!force && !aged) {
             /* only as far as the receiver confirmed: the rest may still be on its way */
@@ -286,7 +299,7 @@ static int step(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force, int dry, in
             if (a < to) to = a;
         }
         if (dry) {
-            *when = p->ts_us - 1 < sent ? p->ts_us - 1 : sent;
+            *when = just_before(p->ts_us) < sent ? just_before(p->ts_us) : sent;
             return GAP;
         }
         emit_gap(cfg, c, dir, to - h->next, p->ts_us, &p->pos);
@@ -297,7 +310,9 @@ static int step(cs_tcp_cfg *cfg, cs_tcp_conn *c, int dir, int force, int dry, in
         limit = h->acked;
         if (limit <= h->next) {
             if (h->unacked_since == NO_TIME) h->unacked_since = now;
-            if (now == NO_TIME || now - h->unacked_since < cfg->unacked_timeout_us) return NOTHING;
+            if (now == NO_TIME ||
+                elapsed(now, h->unacked_since) < (uint64_t)cfg->unacked_timeout_us)
+                return NOTHING;
             if (!dry) cfg->c.unacked_flushes++;
             limit = UINT64_MAX;
         }
