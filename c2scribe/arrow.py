@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from itertools import chain
 from operator import attrgetter
 from typing import Any, Iterable
 

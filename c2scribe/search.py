@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import ipaddress
-import json
 import sys
 from dataclasses import dataclass, field
 

@@ -379,7 +379,6 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
         return EXIT_USAGE
     if opts.decoder:
         from c2scribe.decoders import load
-        from c2scribe.errors import C2ScribeError
         try:
             for spec in opts.decoder:
                 load(spec)

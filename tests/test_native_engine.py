@@ -18,7 +18,7 @@ from c2scribe.capture import run_chain
 from c2scribe.engine import Engine, EngineOptions
 from c2scribe.schema import Connection, EngineWarning, HttpTransaction, StreamChunk
 
-from scapy.all import IP, TCP, Ether, IPv6, IPv6ExtHdrFragment, Raw, fragment, fragment6, wrpcap
+from scapy.all import IP, TCP, Ether, IPv6, IPv6ExtHdrFragment, fragment, fragment6
 
 
 def run(path, engine="native", stream_chunks=False, **opts):

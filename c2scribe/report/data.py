@@ -8,7 +8,6 @@ there were in all.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -51,8 +50,7 @@ def _n_attachments() -> str:
 
 
 def _nothing(out: Output, filters: Filters) -> bool:
-    """Filters on agents or decoders select nothing in an output without C2 messages
-    (Filters.where says "false" then, but leaves the parameters it took: do not ask it)."""
+    """Filters on agents or decoders select nothing in an output without C2 messages."""
     return bool(filters.agents or filters.decoders) and not out.has("c2")
 
 
@@ -235,13 +233,7 @@ def load_transactions(out: Output, filters: Filters, tx_ids: set[str]) -> Sectio
     if not out.has("http") or _nothing(out, filters):
         return Section()
     params: list = []
-    conds = dataclasses.replace(filters, hosts=[]).where(out, "http", params)
-    if filters.hosts:
-        # Filters.where(out, "http") matches hosts in any transaction, not in this one: take
-        # the condition it gives C2 messages (correlated by transaction id) instead
-        hosts = Filters(hosts=list(filters.hosts)).where(out, "c2", params)
-        conds.append(f"{q('c2scribe.http.id')} IN (SELECT c2.{q('c2scribe.http.id')} FROM "
-                     f"http AS c2 WHERE {' AND '.join(hosts)})")
+    conds = filters.where(out, "http", params)
     sel = " AND ".join(f"({c})" for c in conds) if conds else "true"
     where = f" WHERE ({sel}) OR list_contains(?, {q('c2scribe.http.id')})"
     params.append(sorted(tx_ids))
