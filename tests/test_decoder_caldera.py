@@ -19,7 +19,7 @@ import tarfile
 import pytest
 
 from c2scribe.decoders import DecoderRunner, load
-from c2scribe.decoders.api import Context, RequestHead
+from c2scribe.decoders.api import RequestHead
 from c2scribe.schema import C2Message, DecodeError, HttpTransaction
 from helpers import (c2_records, capture, of_type, rec_key, tshark_http,
                      tshark_tcp_evidence)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, find_testdata, normalise_row
+from helpers import find_testdata, normalise_row
 
 from c2scribe.samples import write_samples
 from pipeline.units import first_packet_us, match_files, plan_units
