@@ -228,20 +228,28 @@ def _tx_select() -> str:
     return ", ".join(cols)
 
 
-def load_transactions(out: Output, filters: Filters, tx_ids: set[str]) -> Section:
-    """HTTP transactions the filters select, or that a shown message came from."""
-    if not out.has("http") or _nothing(out, filters):
+def _load_linked(out: Output, filters: Filters, view: str, id_col: str, ids: set[str],
+                 select: str, order: str, limit: int) -> Section:
+    """Rows the filters select, plus the ones (by id) that a shown record points at."""
+    if not out.has(view) or _nothing(out, filters):
         return Section()
     params: list = []
-    conds = filters.where(out, "http", params)
+    conds = filters.where(out, view, params)
     sel = " AND ".join(f"({c})" for c in conds) if conds else "true"
-    where = f" WHERE ({sel}) OR list_contains(?, {q('c2scribe.http.id')})"
-    params.append(sorted(tx_ids))
-    total = out.rows(f"SELECT count(*) AS n FROM http{where}", params)[0]["n"]
-    rows = out.rows(f"SELECT {_tx_select()} FROM http{where} ORDER BY "
-                    f"{_TS} NULLS LAST, {q('c2scribe.connection.id')}, "
-                    f"{q('c2scribe.http.index')} LIMIT {MAX_TRANSACTIONS}", params)
+    where = f" WHERE ({sel}) OR list_contains(?, {q(id_col)})"
+    params.append(sorted(ids))
+    total = out.rows(f"SELECT count(*) AS n FROM {view}{where}", params)[0]["n"]
+    rows = out.rows(f"SELECT {select} FROM {view}{where} ORDER BY {order} LIMIT {limit}",
+                    params)
     return Section(rows, total)
+
+
+def load_transactions(out: Output, filters: Filters, tx_ids: set[str]) -> Section:
+    """HTTP transactions the filters select, or that a shown message came from."""
+    order = (f"{_TS} NULLS LAST, {q('c2scribe.connection.id')}, "
+             f"{q('c2scribe.http.index')}")
+    return _load_linked(out, filters, "http", "c2scribe.http.id", tx_ids, _tx_select(),
+                        order, MAX_TRANSACTIONS)
 
 
 _CONN_COLS = {
@@ -284,17 +292,9 @@ def _conn_select() -> str:
 
 def load_connections(out: Output, filters: Filters, conn_ids: set[str]) -> Section:
     """Connections the filters select, or that a shown message or transaction came over."""
-    if not out.has("connection") or _nothing(out, filters):
-        return Section()
-    params: list = []
-    conds = filters.where(out, "connection", params)
-    sel = " AND ".join(f"({c})" for c in conds) if conds else "true"
-    where = f" WHERE ({sel}) OR list_contains(?, {q('c2scribe.connection.id')})"
-    params.append(sorted(conn_ids))
-    total = out.rows(f"SELECT count(*) AS n FROM connection{where}", params)[0]["n"]
-    rows = out.rows(f"SELECT {_conn_select()} FROM connection{where} ORDER BY {_TS} NULLS LAST, "
-                    f"{q('c2scribe.connection.id')} LIMIT {MAX_CONNECTIONS}", params)
-    return Section(rows, total)
+    order = f"{_TS} NULLS LAST, {q('c2scribe.connection.id')}"
+    return _load_linked(out, filters, "connection", "c2scribe.connection.id", conn_ids,
+                        _conn_select(), order, MAX_CONNECTIONS)
 
 
 # ------------------------------------------------------------------------------ runs
