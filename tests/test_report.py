@@ -30,7 +30,7 @@ from helpers import REPO, capture
 from c2scribe.cli import main as cli_main
 from c2scribe.outputs import Output
 from c2scribe.report import build_report, write_report
-from c2scribe.report.escape import esc, text_block
+from c2scribe.report.escape import Budget, bytes_block, esc, text_block
 from c2scribe.search import Filters, parse_time
 
 SANDCAT = "corelight-zeek-caldera-detector/testing/Traces/sandcat.pcap"
@@ -403,6 +403,22 @@ def test_esc_makes_everything_inert():
     block = text_block("B" * 1_000_000 + "\nnext", max_chars=8000, line_chars=2000)
     assert len(block) < 3000 and "998,000 more characters on this line" in block
     assert "next" in block
+
+
+def test_budget_is_charged_what_is_shown():
+    """Small bodies cost their size, so a report with many of them does not spend the budget
+    on nothing and cut the later ones short."""
+    budget = Budget(10_000)
+    for _ in range(1_000):
+        assert bytes_block(b"ok", total=2, budget=budget) == "ok"
+    assert budget.left == 10_000 - 2_000 and not budget.spent
+    big = bytes_block(b"x" * 20_000, total=20_000, budget=budget)
+    assert big.startswith("x" * 4096) and "15,904 more bytes" in big
+    assert budget.left == 10_000 - 2_000 - 4096
+    # spent: the next blocks keep the floor of 200 characters
+    bytes_block(b"y" * 20_000, total=20_000, budget=budget)
+    tail = bytes_block(b"z" * 5_000, total=5_000, budget=budget)
+    assert tail.startswith("z" * 200 + "\n") and "4,800 more bytes" in tail
 
 
 # ------------------------------------------------------------- the hostile capture

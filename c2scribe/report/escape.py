@@ -128,8 +128,7 @@ def text_block(value, *, total: int | None = None, max_chars: int = 8000, max_li
     hidden_lines = len(lines) - len(out)
     tail = sum(len(x) + 1 for x in lines[len(out):]) + (whole - len(s))
     if hidden_lines:
-        what = (f"{hidden_lines:,} more lines ({tail:,} characters)" if hidden_lines
-                else f"{tail:,} more characters")
+        what = f"{hidden_lines:,} more lines ({tail:,} characters)"
         why = " (the report's size budget is spent)" if budget and budget.spent else ""
         text += f'\n<span class="cut">… {what} not shown{why}</span>'
     return text
@@ -143,8 +142,8 @@ def bytes_block(data: bytes | None, *, total: int | None, text_limit: int = 4096
     whole = max(len(data), total or 0)
     if looks_like_text(data[:text_limit]):
         shown = data[:text_limit]
-        limit = budget.take(text_limit) if budget else text_limit
-        shown = shown[:limit]
+        if budget:
+            shown = shown[:budget.take(len(shown))]
         text = as_text(shown).replace("\r\n", "\n")
         body = esc(text, None, multiline=True)
     else:
