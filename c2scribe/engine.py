@@ -139,6 +139,20 @@ def parse_host_policies(specs) -> tuple:
     return tuple(out)
 
 
+def check_options(opts: EngineOptions) -> tuple:
+    """ConfigError on an unknown engine or policy or a bad host-policy block (so that a run
+    can refuse its options before it starts); the parsed host policies."""
+    if opts.engine not in ENGINES:
+        raise ConfigError(f"unknown engine {opts.engine!r} (one of {', '.join(ENGINES)})")
+    if opts.tcp_policy not in TCP_POLICIES:
+        raise ConfigError(f"unknown TCP overlap policy {opts.tcp_policy!r} "
+                          f"(one of {', '.join(TCP_POLICIES)})")
+    if opts.frag_policy not in FRAG_POLICIES:
+        raise ConfigError(f"unknown IP fragment policy {opts.frag_policy!r} "
+                          f"(one of {', '.join(FRAG_POLICIES)})")
+    return parse_host_policies(opts.host_policies)
+
+
 class Engine:
     """Capture bytes in, records out. One file after another forms one continuous chain.
 
@@ -155,18 +169,10 @@ class Engine:
                  jsonl: bool = False, bodies: bool = False, stream_chunks: bool = False,
                  **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
-        if opts.engine not in ENGINES:
-            raise ConfigError(f"unknown engine {opts.engine!r} (one of {', '.join(ENGINES)})")
-        if opts.tcp_policy not in TCP_POLICIES:
-            raise ConfigError(f"unknown TCP overlap policy {opts.tcp_policy!r} "
-                              f"(one of {', '.join(TCP_POLICIES)})")
-        if opts.frag_policy not in FRAG_POLICIES:
-            raise ConfigError(f"unknown IP fragment policy {opts.frag_policy!r} "
-                              f"(one of {', '.join(FRAG_POLICIES)})")
         self.options = opts
         self.name = opts.engine
         kw = dataclasses.asdict(opts)
-        kw["host_policies"] = parse_host_policies(opts.host_policies)
+        kw["host_policies"] = check_options(opts)
         self.documents = documents
         self.jsonl = jsonl
         self.bodies = bodies
@@ -266,4 +272,5 @@ class Engine:
         return {k: v[0] for k, v in self._core.counters().items()}
 
 
-__all__ = ["Engine", "EngineOptions", "ENGINES", "FRAG_POLICIES", "TCP_POLICIES", "CaptureError"]
+__all__ = ["Engine", "EngineOptions", "ENGINES", "FRAG_POLICIES", "TCP_POLICIES", "CaptureError",
+           "check_options"]

@@ -5,6 +5,8 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from c2scribe.engine import ENGINES, TCP_POLICIES
+
 
 def _size(text: str) -> int:
     mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -65,11 +67,11 @@ class C2ScribeOptions(PipelineOptions):
                             metavar="BYTES", help="first bytes of each direction stored for "
                             "connections that are not HTTP, when bodies are (--body-keep > 0; "
                             "default 4k; 0: none)")
-        parser.add_argument("--engine", dest="engine", choices=("native", "nids"),
+        parser.add_argument("--engine", dest="engine", choices=ENGINES,
                             default=None, help="reassembly engine (see c2scribe transcript "
                             "--help; default: the transcript's)")
         parser.add_argument("--overlap-policy", dest="overlap_policy", default=None,
-                            metavar="POLICY", help="native engine: which copy of overlapping "
+                            choices=TCP_POLICIES, metavar="POLICY", help="native engine: which copy of overlapping "
                             "TCP bytes the receiving host keeps (Suricata's host-os-policy "
                             "names; default bsd)")
         parser.add_argument("--host-policy", dest="host_policy", action="append", default=None,

@@ -34,7 +34,7 @@ from c2scribe.errors import C2ScribeError
 
 from .options import BackfillOptions, C2ScribeOptions
 from .units import Unit, plan
-from .work import DATASETS, STATUS_DIR, _join, _remote, process_unit
+from .work import DATASETS, STATUS_DIR, _join, _remote, engine_options, process_unit
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COUNTERS = ("units", "units_failed", "files", "files_damaged", "files_unreadable", "packets",
@@ -377,14 +377,18 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     if not opts.input or not opts.output:
         print(f"{name}: --input and --output are required (see --help)", file=sys.stderr)
         return EXIT_USAGE
-    if opts.decoder:
-        from c2scribe.decoders import load
-        try:
+    settings = {"engine": opts.engine, "tcp_policy": opts.overlap_policy,
+                "stream_keep": opts.stream_keep, "host_policies": tuple(opts.host_policy or ())}
+    from c2scribe.engine import check_options
+    try:
+        check_options(engine_options(False, 0, None, settings))
+        if opts.decoder:
+            from c2scribe.decoders import load
             for spec in opts.decoder:
                 load(spec)
-        except C2ScribeError as e:
-            print(f"c2scribe run: {e}", file=sys.stderr)
-            return EXIT_USAGE
+    except C2ScribeError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         units = plan(opts.input, opts.sensor_pattern, opts.window, opts.preroll,
                      opts.lookahead, opts.window_bytes)
@@ -393,18 +397,6 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
         return EXIT_USAGE
     if not units:
         print(f"c2scribe run: no file matches {' '.join(opts.input)}", file=sys.stderr)
-        return EXIT_USAGE
-    settings = {"engine": opts.engine, "tcp_policy": opts.overlap_policy,
-                "stream_keep": opts.stream_keep,
-                  "host_policies": tuple(opts.host_policy or ())}
-    from c2scribe.engine import TCP_POLICIES, parse_host_policies
-    try:
-        parse_host_policies(settings["host_policies"])
-        if opts.overlap_policy and opts.overlap_policy not in TCP_POLICIES:
-            raise C2ScribeError(f"unknown overlap policy {opts.overlap_policy!r} (one of "
-                                f"{', '.join(TCP_POLICIES)})")
-    except C2ScribeError as e:
-        print(f"{name}: {e}", file=sys.stderr)
         return EXIT_USAGE
     output = opts.output if _remote(opts.output) else os.path.abspath(opts.output)
     plan_all = units

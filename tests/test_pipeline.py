@@ -188,6 +188,21 @@ def test_run_clean_input_exits_zero(tmp_path):
     assert len(files) == 5 and all(s["status"] == "ok" for s in files.values())
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--overlap-policy", "nope"], "invalid choice: 'nope'"),
+    (["--engine", "nope"], "invalid choice: 'nope'"),
+    (["--host-policy", "10.0.0.0/33=bsd"], "host policy '10.0.0.0/33=bsd'"),
+    (["--host-policy", "10.0.0.0/8=nope"], "host policy '10.0.0.0/8=nope'"),
+])
+def test_run_refuses_bad_engine_settings_before_work(tmp_path, args, says):
+    a = tmp_path / "in"
+    write_samples(str(a))
+    out = tmp_path / "out"
+    rc, err = run_pipeline(tmp_path, "--input", str(a / "*"), "--output", str(out), *args)
+    assert rc == 2 and says in err, err
+    assert not out.exists()
+
+
 def test_run_shared_http_traces(tmp_path):
     td = find_testdata()
     if td is None or not (td / "zeek/Traces/http").is_dir():
