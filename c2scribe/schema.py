@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,6 +39,19 @@ def iso(us: int | None) -> str | None:
             _iso_cache.clear()
         head = _iso_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
     return f"{head}{frac:06d}Z"
+
+
+def parse_iso(text: str) -> int:
+    """YYYY-MM-DD or an ISO time (UTC unless it says otherwise) -> µs since the epoch;
+    ValueError, saying what is expected, for anything else."""
+    try:
+        d = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r}: not a date or ISO time (e.g. 2024-05-01 or "
+                         "2024-05-01T13:00:00)") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.timezone.utc)
+    return int(d.timestamp() * 1_000_000)
 
 
 def _b64(v: bytes) -> str:

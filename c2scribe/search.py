@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from .outputs import Output, OutputError, q
 from .render.jsonl import dumps
 from .render.safe import safe_line
+from .schema import parse_iso
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
 SNIPPET = 160
@@ -27,15 +28,10 @@ SNIPPET = 160
 
 def parse_time(text: str) -> int:
     """YYYY-MM-DD or an ISO time (UTC unless it says otherwise) -> microseconds."""
-    t = text.strip()
     try:
-        d = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        raise OutputError(f"{text!r}: not a date or ISO time (e.g. 2024-05-01 or "
-                          "2024-05-01T13:00:00)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
-    return int(d.timestamp() * 1_000_000)
+        return parse_iso(text)
+    except ValueError as e:
+        raise OutputError(str(e)) from None
 
 
 @dataclass

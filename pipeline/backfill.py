@@ -184,11 +184,3 @@ def in_range(unit: Unit, since_us: int | None, until_us: int | None) -> bool:
     if since_us is not None and hi is not None and hi <= since_us:
         return False
     return True
-
-
-def parse_date(text: str) -> int:
-    """YYYY-MM-DD or an ISO time (UTC unless it says otherwise), in µs since the epoch."""
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return int(t.timestamp() * 1_000_000)

@@ -31,6 +31,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from c2scribe.errors import C2ScribeError
+from c2scribe.schema import parse_iso
 
 from .options import BackfillOptions, C2ScribeOptions
 from .units import Unit, plan
@@ -404,8 +405,8 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     if backfill:
         from . import backfill as bf
         try:
-            since = bf.parse_date(bopts.since) if bopts.since else None
-            until = bf.parse_date(bopts.until) if bopts.until else None
+            since = parse_iso(bopts.since) if bopts.since else None
+            until = parse_iso(bopts.until) if bopts.until else None
         except ValueError as e:
             print(f"{name}: {e}", file=sys.stderr)
             return EXIT_USAGE
