@@ -10,16 +10,15 @@ base64 bodies bytes. Nothing is copied: DuckDB reads the files where they lie.
 """
 from __future__ import annotations
 
-import glob
 import os
+import re
 
+from .ecs import DATASET_CLASSES, DATASETS_SHORT
 from .errors import C2ScribeError
-from .schema import (C2Message, CaptureError, Connection, DecodeError, EngineWarning,
-                     HttpTransaction, fields_of)
+from .schema import fields_of
 
 #: dataset directory -> record class
-DATASETS = {"connection": Connection, "http": HttpTransaction, "c2": C2Message,
-            "decode_error": DecodeError, "capture_error": CaptureError, "warning": EngineWarning}
+DATASETS = {short: DATASET_CLASSES[d] for short, d in DATASETS_SHORT.items()}
 
 _SQL_TYPES = {"str": "VARCHAR", "ip": "VARCHAR", "json": "VARCHAR", "int": "BIGINT",
               "bool": "BOOLEAN", "ts": "TIMESTAMPTZ", "bytes": "BLOB", "strlist": "VARCHAR[]",
@@ -49,6 +48,35 @@ def _duckdb():
     return duckdb
 
 
+#: a finished Parquet file of a unit (transforms.parquet names them; temporaries start with ".")
+PART_FILE = re.compile(r"^part-(?P<unit>.+)-\d{5,}\.parquet$")
+
+
+def output_files(output_dir: str) -> list[tuple[str, str, str, str | None]]:
+    """(dataset, path, format, partition sensor) of every finished dataset file of a
+    pipeline output directory, in a stable order."""
+    files = []
+    for short in sorted(os.listdir(output_dir)):
+        dataset = DATASETS_SHORT.get(short)
+        base = os.path.join(output_dir, short)
+        if dataset is None or not os.path.isdir(base):
+            continue
+        for root, dirs, names in os.walk(base):
+            dirs.sort()
+            sensor = None
+            for part in os.path.relpath(root, base).split(os.sep):
+                if part.startswith("sensor="):
+                    sensor = part[len("sensor="):]
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                if PART_FILE.match(name):
+                    files.append((dataset, os.path.join(root, name), "parquet", sensor))
+                elif name.endswith(".jsonl") and root == base:
+                    files.append((dataset, os.path.join(root, name), "jsonl", sensor))
+    return files
+
+
 class Output:
     """The datasets of one output directory, as DuckDB views named after them."""
 
@@ -61,12 +89,12 @@ class Output:
             raise OutputError(f"{self.path}: no such directory")
         self.con = _duckdb().connect()
         self.datasets: dict[str, str] = {}          # name -> "parquet" | "jsonl"
+        found: dict[tuple[str, str], list[str]] = {}
+        for dataset, path, fmt, _sensor in output_files(self.path):
+            found.setdefault((dataset, fmt), []).append(path)
         for name, cls in DATASETS.items():
-            base = os.path.join(self.path, name)
-            parquet = sorted(p for p in glob.glob(os.path.join(base, "**", "*.parquet"),
-                                                  recursive=True)
-                             if not os.path.basename(p).startswith("."))
-            jsonl = sorted(glob.glob(os.path.join(base, "*.jsonl")))
+            parquet = found.get((cls.dataset, "parquet"))
+            jsonl = found.get((cls.dataset, "jsonl"))
             if parquet:
                 src = ("read_parquet([" + ", ".join(map(lit, parquet)) + "], "
                        "union_by_name = true, hive_partitioning = false)")
@@ -126,4 +154,4 @@ class Output:
         self.close()
 
 
-__all__ = ["DATASETS", "Output", "OutputError", "lit", "q"]
+__all__ = ["DATASETS", "Output", "OutputError", "PART_FILE", "lit", "output_files", "q"]

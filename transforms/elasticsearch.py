@@ -43,6 +43,7 @@ from typing import Any, Iterable
 
 from c2scribe import ecs
 from c2scribe.errors import C2ScribeError
+from c2scribe.outputs import PART_FILE, output_files
 from c2scribe.schema import Record
 
 #: statuses that mean "the cluster is busy or away", not "this document is wrong"
@@ -746,34 +747,6 @@ def _unit_sensors(output_dir: str) -> dict[str, str]:
     return out
 
 
-_PART = re.compile(r"^part-(?P<unit>.+)-\d{5,}\.parquet$")
-
-
-def output_files(output_dir: str) -> list[tuple[str, str, str, str | None]]:
-    """(dataset, path, format, partition sensor) of every finished dataset file of a
-    pipeline output directory, in a stable order."""
-    files = []
-    for short in sorted(os.listdir(output_dir)):
-        dataset = ecs.DATASETS_SHORT.get(short)
-        base = os.path.join(output_dir, short)
-        if dataset is None or not os.path.isdir(base):
-            continue
-        for root, dirs, names in os.walk(base):
-            dirs.sort()
-            sensor = None
-            for part in os.path.relpath(root, base).split(os.sep):
-                if part.startswith("sensor="):
-                    sensor = part[len("sensor="):]
-            for name in sorted(names):
-                if name.startswith("."):
-                    continue
-                if _PART.match(name):
-                    files.append((dataset, os.path.join(root, name), "parquet", sensor))
-                elif name.endswith(".jsonl") and root == base:
-                    files.append((dataset, os.path.join(root, name), "jsonl", sensor))
-    return files
-
-
 def output_records(output_dir: str, *, batch_size: int = 1000
                    ) -> Iterable[tuple[Record, str | None, str | None]]:
     """(record, sensor, unit) for every record of a pipeline output directory, read back
@@ -782,7 +755,7 @@ def output_records(output_dir: str, *, batch_size: int = 1000
     for dataset, path, fmt, part_sensor in output_files(output_dir):
         cls = ecs.DATASET_CLASSES[dataset]
         name = os.path.basename(path)
-        unit = _PART.match(name).group("unit") if fmt == "parquet" else name[:-len(".jsonl")]
+        unit = PART_FILE.match(name).group("unit") if fmt == "parquet" else name[:-len(".jsonl")]
         sensor = sensors.get(unit, part_sensor)
         if fmt == "parquet":
             import pyarrow.parquet as pq
