@@ -17,14 +17,13 @@ import time
 from ..outputs import Output, OutputError
 from ..search import Filters
 from . import data
-from .html import Page
+from .html import Page, fmt_ts
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def describe_filters(f: Filters) -> list[str]:
     """The filters in words, for the report's header."""
-    from .html import fmt_ts
     out = []
     if f.since_us is not None:
         out.append(f"since {fmt_ts(f.since_us)} UTC")
@@ -48,7 +47,7 @@ def build_report(output_dir: str | os.PathLike, filters: Filters | None = None,
         agents = data.load_agents(out, filters)
         messages, left = {}, data.MAX_MESSAGES
         for i, a in enumerate(agents.rows, 1):
-            messages[i] = data.load_messages(out, filters, a["agent"], left)
+            messages[i] = data.load_messages(out, filters, a["agent"], a["messages"], left)
             left -= len(messages[i].rows)
         tx_ids = {m["tx_id"] for s in messages.values() for m in s.rows if m["tx_id"]}
         transactions = data.load_transactions(out, filters, tx_ids)

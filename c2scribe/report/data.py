@@ -49,11 +49,6 @@ def _n_attachments() -> str:
     return f"(CASE WHEN json_valid({a}) THEN coalesce(json_array_length({a}), 0) ELSE 0 END)"
 
 
-def _nothing(out: Output, filters: Filters) -> bool:
-    """Filters on agents or decoders select nothing in an output without C2 messages."""
-    return bool(filters.agents or filters.decoders) and not out.has("c2")
-
-
 def _where(conds: list[str]) -> str:
     return (" WHERE " + " AND ".join(f"({c})" for c in conds)) if conds else ""
 
@@ -149,10 +144,10 @@ def load_agents(out: Output, filters: Filters) -> Section:
     return Section(rows[:MAX_AGENTS], len(rows), sums)
 
 
-def load_messages(out: Output, filters: Filters, agent: str | None,
+def load_messages(out: Output, filters: Filters, agent: str | None, total: int,
                   limit: int | None = None) -> Section:
     """The messages of one agent in time order (across connections), the first `limit`
-    (at most MAX_MESSAGES_PER_AGENT)."""
+    (at most MAX_MESSAGES_PER_AGENT) of its `total` (load_agents' count)."""
     limit = MAX_MESSAGES_PER_AGENT if limit is None else min(limit, MAX_MESSAGES_PER_AGENT)
     params: list = []
     conds = filters.where(out, "c2", params)
@@ -161,7 +156,6 @@ def load_messages(out: Output, filters: Filters, agent: str | None,
     else:
         conds.append(f"{q('c2scribe.c2.agent')} = ?")
         params.append(agent)
-    total = out.rows(f"SELECT count(*) AS n FROM c2{_where(conds)}", params)[0]["n"]
     if limit <= 0:
         return Section([], total)
     rows = out.rows(f"SELECT {_msg_select()} FROM c2{_where(conds)} ORDER BY {_msg_order()} "
@@ -231,7 +225,7 @@ def _tx_select() -> str:
 def _load_linked(out: Output, filters: Filters, view: str, id_col: str, ids: set[str],
                  select: str, order: str, limit: int) -> Section:
     """Rows the filters select, plus the ones (by id) that a shown record points at."""
-    if not out.has(view) or _nothing(out, filters):
+    if not out.has(view):
         return Section()
     params: list = []
     conds = filters.where(out, view, params)

@@ -615,8 +615,8 @@ class Page:
             if first is None:
                 res = '<span class="muted">-</span>'
             else:
-                line = (first["text"] or "").strip("\r\n").split("\n", 1)[0]
-                more = "…" if len((first["text"] or "").strip("\r\n").split("\n")) > 1 else ""
+                text = (first["text"] or "").strip("\r\n")
+                line, more = text.split("\n", 1)[0], "…" if "\n" in text else ""
                 res = (esc(line, 140) + more) if line else '<span class="empty">(empty)</span>'
                 if first["kind"] != "output":
                     cls = "b-err" if first["kind"] == "error" else ""
@@ -707,10 +707,11 @@ class Page:
         every = ""
         if t0 is not None and t1 is not None and len(group) > 1:
             every = f", about every {fmt_dur((t1 - t0) // (len(group) - 1))}"
-        probs = sum(1 for m in group if self._msg_problems(m))
+        problems = [self._msg_problems(m) for m in group]
+        probs = sum(1 for p in problems if p)
         lines = []
-        for m in group:
-            badges = "".join(badge(t, c) for t, c in self._msg_problems(m))
+        for m, mp in zip(group, problems):
+            badges = "".join(badge(t, c) for t, c in mp)
             link = self.tx_link(m["tx_id"]) if m["tx_id"] else self.conn_link(m["conn_id"])
             lines.append(f'<li id="{self.msg_anchor[m["id"]]}"><time>'
                          f'{esc(fmt_ts(m["ts"], date=False))}</time>{badges}'
