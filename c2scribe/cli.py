@@ -11,7 +11,7 @@ import time
 
 from . import __version__
 from .capture import run_chain
-from .engine import Engine, EngineOptions
+from .engine import STREAM_KEEP, Engine, EngineOptions
 from .errors import C2ScribeError
 from .render import JsonlWriter, TextWriter
 from .render.safe import safe_line
@@ -64,7 +64,7 @@ def _engine_options(args, text: bool) -> EngineOptions:
     if args.stream_keep is not None:
         kw["stream_keep"] = args.stream_keep
     elif text or args.bodies:
-        kw["stream_keep"] = 4096        # of connections that are not HTTP (as `c2scribe run`)
+        kw["stream_keep"] = STREAM_KEEP       # of connections that are not HTTP (as `run`)
     if args.max_flows is not None:
         kw["max_flows"] = args.max_flows
     if args.idle_timeout is not None:
@@ -261,11 +261,8 @@ def cmd_demo(args) -> int:
     from .samples import write_samples
     paths = write_samples(args.dir)
     print(f"c2scribe demo: wrote {len(paths)} sample captures to {args.dir}", file=sys.stderr)
-    ns = argparse.Namespace(format=args.format, output=None, bodies=False, body_lines=12,
-                            no_headers=False, quiet=False, captures=paths, body_keep=None,
-                            stream_keep=None, max_flows=None, idle_timeout=None, decoder=[],
-                            engine=None, overlap_policy=None, host_policy=[])
-    rc = cmd_transcript(ns)
+    rc = cmd_transcript(build_parser().parse_args(
+        ["transcript", "--format", args.format, "--body-lines", "12", "--", *paths]))
     if args.no_pipeline:
         return rc
     import importlib.util

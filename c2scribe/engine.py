@@ -78,6 +78,11 @@ WARNINGS = {
 }
 
 
+#: bytes of each direction of a connection that is not HTTP that the text transcript shows
+#: and `c2scribe run` stores by default (raw TCP C2 stays searchable)
+STREAM_KEEP = 4096
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Limits of one engine. Sizes in bytes, times in seconds of capture time."""
@@ -272,5 +277,5 @@ class Engine:
         return {k: v[0] for k, v in self._core.counters().items()}
 
 
-__all__ = ["Engine", "EngineOptions", "ENGINES", "FRAG_POLICIES", "TCP_POLICIES", "CaptureError",
-           "check_options"]
+__all__ = ["Engine", "EngineOptions", "ENGINES", "FRAG_POLICIES", "STREAM_KEEP", "TCP_POLICIES",
+           "CaptureError", "check_options"]

@@ -238,16 +238,11 @@ class ParquetUnitSink:
 
 # ------------------------------------------------------------------------------------ units
 
-#: bytes of each direction of a connection that is not HTTP stored by default (the text
-#: transcript shows as much): raw TCP C2 stays searchable
-STREAM_KEEP = 4096
-
-
 def engine_settings(given: dict | None = None) -> dict:
     """The engine settings of a run (engine, overlap policy, host policies, stream bytes
     kept), defaults filled in: what `c2scribe run --engine/--overlap-policy/--host-policy/
     --stream-keep` set."""
-    from c2scribe.engine import EngineOptions
+    from c2scribe.engine import STREAM_KEEP, EngineOptions
     d = EngineOptions()
     got = dict(given or {})
     keep = got.get("stream_keep")

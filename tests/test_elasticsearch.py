@@ -701,7 +701,7 @@ def test_jsonl_outputs_and_engine_documents_index_the_same(samples, tmp_path):
         assert res.ok and res.indexed == sum(1 for f in out.glob("*/*.jsonl")
                                           if f.parent.name != "_status" for _ in open(f))
         from_jsonl = fake.docs()
-    from pipeline.work import STREAM_KEEP        # what `c2scribe run` keeps of raw TCP
+    from c2scribe.engine import STREAM_KEEP       # what `c2scribe run` keeps of raw TCP
     recs = list(run_chain(Engine(body_keep=64 << 10, stream_keep=STREAM_KEEP), samples))
     pairs = list(run_chain(Engine(body_keep=64 << 10, stream_keep=STREAM_KEEP, jsonl=True,
                                   bodies=True), samples))
