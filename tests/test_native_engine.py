@@ -265,6 +265,25 @@ def test_one_lost_message_leaves_the_others_paired(tmp_path, lost, pure_ack):
             assert "response_lost_in_gap" in t.flags
 
 
+def test_first_request_lost_then_pipelined_one_keeps_pairing(tmp_path):
+    """The first request is lost and the client's next bytes (a pipelined request) arrive
+    before any response: the connection is known to be HTTP from the client's side, and the
+    lost request still gets its stand-in, so each response pairs with its own request."""
+    c = Conv().handshake()
+    bodies = [b"one" * 100, b"two" * 100]
+    c.send("c", http_get("/1"), keep=False, ack=False)
+    c.send("c", http_get("/2"), ack=False)
+    c.packet("s", "A")                              # acknowledges both requests
+    for b in bodies:
+        c.send("s", http_response(b))
+    c.close()
+    recs, _ = run(c.write(tmp_path / "lost-first-pipelined.pcap"))
+    t1, t2 = txs(recs)
+    assert t1.method is None and t1.flags == ["request_lost_in_gap"]
+    assert (t1.state, t1.response_body) == ("response_only", bodies[0])
+    assert (t2.uri, t2.response_body, t2.state) == ("/2", bodies[1], "complete")
+
+
 def test_stream_decoders_are_told_of_the_gap(tmp_path):
     c = Conv(srv=("10.0.0.2", 4444)).handshake()
     data = bytes(range(256)) * 20

@@ -1115,9 +1115,14 @@ void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t
     if (h && h->skipping[dir]) {
         uint8_t *tmp;
         if (skip_to_start(e, h, dir, &data, &len, &tmp)) {
-            /* a response starts while two requests wait: the first one's answer was lost */
-            if (h->lost_start[dir] && h->connp && unanswered(h) >= 2) feed_standin(e, h, dir);
-            h->lost_start[dir] = 0;
+            /* a response starts while two requests wait: the first one's answer was lost.
+             * (A client's lost_start is a request lost before the connection was known to
+             * be HTTP: http_data gives it its stand-in once it is.) */
+            if (dir == CS_S2C) {
+                if (h->lost_start[dir] && h->connp && unanswered(h) >= 2)
+                    feed_standin(e, h, dir);
+                h->lost_start[dir] = 0;
+            }
             http_data(e, f, dir, data, len);
         }
         free(tmp);
