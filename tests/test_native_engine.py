@@ -141,6 +141,30 @@ def test_midstream_pickup_orients_by_content(tmp_path):
     assert not txs(nids)
 
 
+def test_late_syn_does_not_swap_sides_once_bytes_went_up(tmp_path):
+    """Picked up mid-stream (not HTTP: the ports guess the sides, here wrongly), then a SYN
+    from the real client turns up late (a merged or reordered capture). Bytes already went to
+    decoders with the guessed sides: the connection keeps them, so its record and its
+    stream chunks say the same thing about who sent what."""
+    c = Conv(cli=("10.0.0.1", 1000), srv=("10.0.0.2", 8080))
+    c.send("c", b"\x01hello from the client")
+    c.send("s", b"\x02hello from the server")
+    c.packet("c", "S", seq=c.seq["c"] - 100, ack=0)
+    c.send("c", b"\x01more from the client")
+    c.send("s", b"\x02more from the server")
+    recs, _ = run(c.write(tmp_path / "late-syn.pcap"), stream_chunks=True)
+    (cn,) = conns(recs)
+    chunks = [r for r in recs if isinstance(r, StreamChunk)]
+    assert cn.midstream and cn.orientation == "ports"
+    for ch in chunks:                               # chunks carry the connection's 4-tuple
+        assert (ch.src_ip, ch.src_port, ch.dst_ip, ch.dst_port) == \
+            (cn.src_ip, cn.src_port, cn.dst_ip, cn.dst_port), ch
+    for d, total in (("client_to_server", cn.c2s_bytes), ("server_to_client", cn.s2c_bytes)):
+        assert sum(len(ch.data) for ch in chunks if ch.direction == d) == total == 43
+    assert {bytes(ch.data[:1]) for ch in chunks if ch.direction == "client_to_server"} == \
+        {b"\x02"}                                   # the side the guess took for the client
+
+
 def test_one_sided_capture_is_handed_over_without_acks(tmp_path):
     c = Conv()
     c.handshake()

@@ -243,6 +243,12 @@ void cs_flows_flush_all(cs_engine *e);
 void cs_flows_window_edge(cs_engine *e, int64_t edge_us);
 void cs_flows_touch(cs_engine *e, cs_flow *f);
 void cs_flow_orient(cs_flow *f, int client);
+/* nothing of f was handed over yet (no byte, no hole): its sides may still trade places */
+static inline int cs_flow_untouched(const cs_flow *f)
+{
+    return !f->dir[0].stream_bytes && !f->dir[1].stream_bytes &&
+           !f->dir[0].missing && !f->dir[1].missing;
+}
 cs_flow *cs_flow_lookup4(cs_engine *e, uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport);
 
 /* record output helpers (module.c) */

@@ -540,9 +540,11 @@ cs_flow *cs_flow_packet(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
             dir = CS_S2C;
         }
     }
-    if (pure_syn && f->orientation_guessed && !f->syn_seen) {
+    /* the SYN tells who the client is, unless bytes already went up as the guess had it */
+    if (pure_syn && f->orientation_guessed && !f->syn_seen &&
+        (dir == CS_C2S || cs_flow_untouched(f))) {
         int flip = dir != CS_C2S;
-        cs_flow_orient(f, dir);                 /* the SYN tells who the client is */
+        cs_flow_orient(f, dir);
         if (flip && f->engine_ref && e->reasm->swap) e->reasm->swap(f);
         dir = CS_C2S;
     }

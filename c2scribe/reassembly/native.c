@@ -220,8 +220,7 @@ static void tcp_segment(cs_engine *e, int ipver, const uint8_t *ip, uint32_t len
     }
     int dir = tv.dir;
     /* picked up mid-stream: the first bytes may say who the client is better than ports */
-    if (f->orientation_guessed && tv.len && !f->dir[0].stream_bytes && !f->dir[1].stream_bytes &&
-        !f->dir[0].missing && !f->dir[1].missing && !cs_tcp_held(c)) {
+    if (f->orientation_guessed && tv.len && cs_flow_untouched(f) && !cs_tcp_held(c)) {
         int role = first_bytes_role(tv.payload, tv.len);
         if (role) {
             if ((role > 0) != (dir == CS_C2S)) {
