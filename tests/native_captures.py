@@ -14,6 +14,15 @@ from scapy.all import IP, TCP, Ether, IPv6, Raw, wrpcap  # noqa: E402
 T0 = 1_700_000_000.0
 
 
+MAC = {"c": "02:00:00:00:00:01", "s": "02:00:00:00:00:02"}
+
+
+def ether(who: str = "c"):
+    """An Ethernet header with both addresses given: without a destination, scapy resolves
+    one (an IPv6 neighbour solicitation, sent and waited for, on every packet)."""
+    return Ether(src=MAC[who], dst=MAC["s" if who == "c" else "c"])
+
+
 class Conv:
     """One TCP conversation; packets are appended in capture order."""
 
@@ -28,9 +37,10 @@ class Conv:
 
     def _l3(self, who):
         other = "s" if who == "c" else "c"
+        eth = ether(who)
         if ":" in self.ip[who]:
-            return Ether() / IPv6(src=self.ip[who], dst=self.ip[other])
-        return Ether() / IP(src=self.ip[who], dst=self.ip[other])
+            return eth / IPv6(src=self.ip[who], dst=self.ip[other])
+        return eth / IP(src=self.ip[who], dst=self.ip[other])
 
     def packet(self, who, flags, data=b"", *, seq=None, ack=None, keep=True, dt=None):
         other = "s" if who == "c" else "c"

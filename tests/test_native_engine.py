@@ -13,12 +13,12 @@ import random
 
 import pytest
 
-from native_captures import Conv, http_get, http_response
+from native_captures import Conv, ether, http_get, http_response
 from c2scribe.capture import run_chain
 from c2scribe.engine import Engine, EngineOptions
 from c2scribe.schema import Connection, EngineWarning, HttpTransaction, StreamChunk
 
-from scapy.all import IP, TCP, Ether, IPv6, IPv6ExtHdrFragment, fragment, fragment6
+from scapy.all import IP, TCP, IPv6, IPv6ExtHdrFragment, fragment, fragment6
 
 
 def run(path, engine="native", stream_chunks=False, **opts):
@@ -83,7 +83,7 @@ def _fragmented(tmp_path, v6: bool, shuffle: bool):
                           1280)
     else:
         frags = fragment(seg[IP], fragsize=1200)
-    frags = [Ether() / f for f in frags]
+    frags = [ether() / f for f in frags]
     if shuffle:
         random.Random(3).shuffle(frags)
         frags.append(frags[1].copy())                  # and a duplicate fragment
@@ -114,7 +114,7 @@ def test_fragments_time_out_in_capture_time(tmp_path):
     frags = fragment(seg[IP], fragsize=400)
     for f in frags[:-1]:                                # the last fragment never comes
         c.t += 0.001
-        g = Ether() / f
+        g = ether() / f
         g.time = c.t
         c.pkts.append(g)
     c.packet("s", "A", dt=61)                           # 61 s of capture time later
