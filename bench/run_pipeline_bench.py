@@ -79,7 +79,7 @@ LAYOUT_VERSION = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 EXPERIMENTS = {
-    "gc-off": "ProcessUnitFn.process with Python's cyclic garbage collector disabled for the "
+    "gc-off": "pipeline.work.process_unit with Python's cyclic garbage collector disabled for the "
               "duration of each unit (gc.disable() before, gc.enable() after): the records "
               "the Parquet writer buffers make every collection walk them all",
     "arrow-batches": "transforms.parquet.ParquetDatasetWriter replaced (in the unit "
@@ -354,9 +354,8 @@ def child_engine(argv) -> int:
             shutil.rmtree(out_dir, ignore_errors=True)
         json.dump({"mode": mode, "units": sums}, sys.stdout)
         return 0
-    # what pipeline.run.engine_options(False, body_keep) gives for a unit that is not a time
-    # window (importing it would import Beam)
-    opts = dataclasses.replace(ce.EngineOptions(), body_keep=body_keep)
+    from pipeline.work import engine_options
+    opts = engine_options(False, body_keep)         # the pipeline's (a unit without a window)
     out = {"mode": mode, "units": []}
     for u in units:
         t0 = time.perf_counter()
@@ -416,13 +415,9 @@ def apply_experiment(name: str) -> None:
     if not parts <= {"gc-off", "arrow-batches"}:
         return
     import gc
-    try:
-        import pipeline.work as mod
-        attr = "process_unit"
-    except ImportError:                     # an older tree: the unit ran in the DoFn itself
-        import pipeline.run as pr
-        mod, attr = pr.ProcessUnitFn, "process"
-    orig = getattr(mod, attr)
+
+    import pipeline.work as mod
+    orig = mod.process_unit
     if getattr(orig, "_bench_experiment", None):
         return
     if "arrow-batches" in parts:
@@ -435,15 +430,12 @@ def apply_experiment(name: str) -> None:
         if "gc-off" in parts:
             gc.disable()
         try:
-            out = orig(*a, **kw)
-            if attr == "process":           # a generator: run it with the GC off too
-                out = list(out)
-            return out
+            return orig(*a, **kw)
         finally:
             if was:
                 gc.enable()
     patched._bench_experiment = name
-    setattr(mod, attr, patched)
+    mod.process_unit = patched
 
 
 def make_streaming_writer(base, batch: int = 4096, group_bytes: int = 8 << 20):
@@ -668,8 +660,7 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
     out_dir = tempfile.mkdtemp(prefix="pbench-run-", dir=args.out_dir)
     run_args = ["--input", pattern, "--output", out_dir, "--format", row.fmt,
                 "--workers", str(row.workers)]
-    if args.pipeline_has_body_keep:
-        run_args += ["--body-keep", str(args.body_keep_value)]
+    run_args += ["--body-keep", str(args.body_keep_value)]
     argv = c2scribe_base(args.c2scribe_cmd) + ["run"] + run_args
     env, site_dir, mark = None, None, None
     if row.experiment == "in-memory":
@@ -844,16 +835,6 @@ def check_records(res: list[dict]) -> list[str]:
 
 # --------------------------------------------------------------------------- main
 
-def pipeline_body_keep() -> tuple[bool, int]:
-    """(does `c2scribe run` take --body-keep, its default); without the option bodies are
-    not kept (body_keep 0)."""
-    from pipeline.options import C2ScribeOptions
-    try:
-        return True, int(C2ScribeOptions([]).body_keep)
-    except AttributeError:
-        return False, 0
-
-
 def git_state() -> str | None:
     """The commit, and how many files differ from it (others may be editing the tree)."""
     try:
@@ -913,10 +894,9 @@ def main(argv=None) -> int:
         if os.access(exe, os.X_OK):
             args.c2scribe_cmd = shlex.quote(exe)
 
-    args.pipeline_has_body_keep, default_keep = pipeline_body_keep()
-    if args.body_keep is not None and not args.pipeline_has_body_keep:
-        raise SystemExit("--body-keep: this `c2scribe run` has no --body-keep option")
-    args.body_keep_value = default_keep if args.body_keep is None else args.body_keep
+    from pipeline.options import C2ScribeOptions
+    args.body_keep_value = (int(C2ScribeOptions([]).body_keep) if args.body_keep is None
+                            else args.body_keep)
     data_dir, lay = get_data(args)
     from pipeline.units import plan
     pattern = lay["input_pattern"]
