@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -489,3 +490,21 @@ def normalise_row(cls, row: dict) -> dict:
 
 def canon(d: dict) -> str:
     return json.dumps(d, sort_keys=True)
+
+
+C_TESTS = Path(__file__).resolve().parent / "c"
+
+
+def make_c(target: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`make TARGET` in tests/c (the C self-tests, built with sanitizers); skips without a
+    compiler."""
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        pytest.skip("make or gcc not installed")
+    return subprocess.run(["make", "-s", "-C", str(C_TESTS), target], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_selftest_passed(p: subprocess.CompletedProcess) -> None:
+    """A C self-test ran to its summary line with no failure."""
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert re.search(r"^# selftest: \d+ checks, 0 failures$", p.stdout, re.M), p.stdout[-3000:]

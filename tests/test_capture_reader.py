@@ -13,26 +13,15 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import find_testdata
+from helpers import C_TESTS, assert_selftest_passed, find_testdata, make_c
 
-HERE = Path(__file__).resolve().parent / "c"
-
-
-def _make(target: str, timeout: int) -> subprocess.CompletedProcess:
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.skip("make or gcc not installed")
-    return subprocess.run(["make", "-s", "-C", str(HERE), target], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_c_reader_selftest_under_sanitizers():
-    p = _make("check", 600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "0 failures" in p.stdout
+    assert_selftest_passed(make_c("check"))
 
 
 @pytest.mark.parametrize("variants", [
@@ -47,9 +36,9 @@ def test_c_reader_agrees_with_tshark_on_every_shared_capture(variants):
         pytest.skip("../shared/testdata not present")
     if shutil.which("tshark") is None:
         pytest.skip("tshark not installed")
-    assert _make("test_capture", 600).returncode == 0
-    p = subprocess.run([sys.executable, str(HERE / "compare_with_tshark.py"), "--driver",
-                        str(HERE / "test_capture"), "--testdata", str(data)]
+    assert make_c("test_capture", 600).returncode == 0
+    p = subprocess.run([sys.executable, str(C_TESTS / "compare_with_tshark.py"), "--driver",
+                        str(C_TESTS / "test_capture"), "--testdata", str(data)]
                        + (["--variants"] if variants else []),
                        capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stdout[-5000:] + p.stderr[-2000:]

@@ -17,12 +17,13 @@ the policy written here.
 from __future__ import annotations
 
 import random
-import shutil
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from helpers import C_TESTS, assert_selftest_passed, make_c
 
 try:
     from scapy.all import (IP, TCP, UDP, Ether, IPOption_NOP, IPOption_RR, IPv6,
@@ -32,29 +33,19 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     SCAPY = False
 
-HERE = Path(__file__).resolve().parent / "c"
-DRIVER = HERE / "test_ipfrag"
+DRIVER = C_TESTS / "test_ipfrag"
 POLICIES = ["first", "last", "bsd", "linux", "windows", "solaris"]
 
 needs_scapy = pytest.mark.skipif(not SCAPY, reason="scapy is not importable (pip install scapy)")
 
 
-def _make(target: str, timeout: int) -> subprocess.CompletedProcess:
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.skip("make or gcc not installed")
-    return subprocess.run(["make", "-s", "-C", str(HERE), target], capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def test_c_ipfrag_selftest_under_sanitizers():
-    p = _make("ipfrag-check", 600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "0 failures" in p.stdout
+    assert_selftest_passed(make_c("ipfrag-check"))
 
 
 @pytest.fixture(scope="module")
 def driver() -> Path:
-    p = _make("test_ipfrag", 600)
+    p = make_c("test_ipfrag", 600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return DRIVER
 
