@@ -20,8 +20,6 @@
 typedef struct native {
     cs_frag_table *frags;
     cs_tcp_cfg tcp;
-    uint8_t *scratch;              /* a reassembled datagram, while its inner packet is read */
-    size_t scratch_cap;
     uint64_t seen[CSC__COUNT];     /* counter values already noted (for "first seen at") */
 } native;
 
@@ -137,7 +135,6 @@ static void native_stop(cs_engine *e)
                 f->engine_ref = NULL;
             }
     cs_frag_free(ns->frags);
-    free(ns->scratch);
     free(ns);
     e->reasm_state = NULL;
 }
@@ -260,20 +257,12 @@ static void native_ip(cs_engine *e, const uint8_t *ip, uint32_t len, int version
         return;
     }
     if (r != CS_FRAG_DONE) return;
-    /* a whole datagram: copied (the table reuses its buffer), then read again as raw IP, which
-     * also opens a tunnel it may carry (whose inner packet may be a fragment in turn) */
-    if (out_len > ns->scratch_cap) {
-        uint8_t *b = realloc(ns->scratch, out_len);
-        if (!b) return;
-        ns->scratch = b;
-        ns->scratch_cap = out_len;
-    }
-    uint8_t *copy = ns->scratch;
-    memcpy(copy, out, out_len);
+    /* a whole datagram, read again as raw IP, which also opens a tunnel it may carry. `out`
+     * stays valid until the table's next input: only a tunnel's inner packet (a fragment in
+     * turn, maybe) goes back to it, so that one is copied first. */
     cs_l3 l3;
-    if (cs_link_to_ip(101, copy, out_len, &l3) != CS_L3_OK) return;
-    if (l3.ip != copy && depth < 2) {
-        /* the inner packet may need the scratch buffer again: keep this copy apart */
+    if (cs_link_to_ip(101, out, out_len, &l3) != CS_L3_OK) return;
+    if (l3.ip != out && depth < 2) {
         uint8_t *own = malloc(l3.len);
         if (!own) return;
         memcpy(own, l3.ip, l3.len);

@@ -105,7 +105,6 @@ cs_tcp_conn *cs_tcp_conn_new(cs_tcp_cfg *cfg, void *ctx)
     return c;
 }
 
-void cs_tcp_set_ctx(cs_tcp_conn *c, void *ctx) { c->ctx = ctx; }
 
 void cs_tcp_set_policy(cs_tcp_conn *c, int dir, int policy) { c->h[dir].policy = policy; }
 

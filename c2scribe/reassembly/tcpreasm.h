@@ -148,7 +148,6 @@ int cs_tcp_done(const cs_tcp_conn *c);
 void cs_tcp_swap(cs_tcp_conn *c);
 void cs_tcp_info(const cs_tcp_conn *c, int dir, cs_tcp_dirinfo *out);
 size_t cs_tcp_held(const cs_tcp_conn *c);
-void cs_tcp_set_ctx(cs_tcp_conn *c, void *ctx);
 /* The overlap policy of the host receiving direction dir (default: cfg->policy). */
 void cs_tcp_set_policy(cs_tcp_conn *c, int dir, int policy);
 
