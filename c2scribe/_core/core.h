@@ -240,6 +240,7 @@ void cs_flow_release(cs_engine *e, cs_flow *f, enum cs_end why);
 void cs_flow_end(cs_engine *e, cs_flow *f, enum cs_end why);
 void cs_flows_expire(cs_engine *e);
 void cs_flows_flush_all(cs_engine *e);
+void cs_flows_release_tracked(cs_engine *e);   /* end input: every followed flow, in order */
 void cs_flows_window_edge(cs_engine *e, int64_t edge_us);
 void cs_flows_touch(cs_engine *e, cs_flow *f);
 void cs_flow_orient(cs_flow *f, int client);

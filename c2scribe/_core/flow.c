@@ -189,6 +189,15 @@ void cs_flow_release(cs_engine *e, cs_flow *f, enum cs_end why)
     if (!f->closed) cs_flow_end(e, f, why);
 }
 
+void cs_flows_release_tracked(cs_engine *e)
+{
+    /* in capture order (libnids' own table order is randomised per process): output must be
+     * the same on every run */
+    enum cs_end why = e->win_done ? CS_END_WINDOW_CUT : CS_END_OPEN;
+    cs_flow *f;
+    while ((f = e->head[CS_LIST_TRACKED])) cs_flow_release(e, f, why);
+}
+
 static cs_flow *flow_new(cs_engine *e, int ipver, const uint8_t *cli, uint16_t cport,
                          const uint8_t *srv, uint16_t sport, uint32_t h)
 {

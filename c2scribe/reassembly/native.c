@@ -158,10 +158,7 @@ static void native_swap(cs_flow *f)
 
 static void native_finish(cs_engine *e)
 {
-    /* the connections followed end in capture order (then flush_all ends the others) */
-    enum cs_end why = e->win_done ? CS_END_WINDOW_CUT : CS_END_OPEN;
-    cs_flow *f;
-    while ((f = e->head[CS_LIST_TRACKED])) cs_flow_release(e, f, why);
+    cs_flows_release_tracked(e);    /* then flush_all ends the others */
     sync_counters(e);
 }
 

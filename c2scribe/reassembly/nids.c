@@ -168,14 +168,7 @@ static void nids_release(cs_engine *e, cs_flow *f, enum cs_end why)
 
 static void nids_finish(cs_engine *e)
 {
-    /* End the streams we follow in our own (capture) order first: libnids' hash table order
-     * is randomised per process, and output must be the same on every run. */
-    cs_flow *f;
-    enum cs_end why = e->win_done ? CS_END_WINDOW_CUT : CS_END_OPEN;
-    while ((f = e->head[CS_LIST_TRACKED])) {
-        if (f->engine_ref) nids_release(e, f, why);
-        else cs_flow_end(e, f, why);
-    }
+    cs_flows_release_tracked(e);    /* ours first, in capture order */
     nids_exit();     /* anything left goes to on_tcp with NIDS_EXITING */
 }
 
