@@ -263,8 +263,6 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
                                      &conn_max, &total_max, &frag_max, &hole_timeout, &hosts,
                                      &keep_http))
         return -1;
-    static const char *const frag_policies[] = {"first", "last", "bsd", "linux", "windows",
-                                                "solaris"};
     int native = strcmp(engine, "native") == 0;
     if (!native && strcmp(engine, "nids") != 0) {
         PyErr_Format(PyExc_ValueError, "unknown engine '%s' (nids or native)", engine);
@@ -276,9 +274,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "unknown TCP overlap policy '%s'", tcp_policy);
         return -1;
     }
-    o.frag_policy = -1;
-    for (int i = 0; i < (int)(sizeof frag_policies / sizeof *frag_policies); i++)
-        if (strcmp(frag_policy, frag_policies[i]) == 0) o.frag_policy = i;
+    o.frag_policy = cs_frag_policy_from_name(frag_policy);
     if (o.frag_policy < 0) {
         PyErr_Format(PyExc_ValueError, "unknown IP fragment overlap policy '%s'", frag_policy);
         return -1;

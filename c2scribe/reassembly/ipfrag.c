@@ -27,6 +27,17 @@
 #include <string.h>
 #include <time.h>
 
+const char *const cs_frag_policy_names[CS_FRAG__COUNT] = {
+    "first", "last", "bsd", "linux", "windows", "solaris",
+};
+
+int cs_frag_policy_from_name(const char *name)
+{
+    for (int i = 0; i < CS_FRAG__COUNT; i++)
+        if (strcmp(name, cs_frag_policy_names[i]) == 0) return i;
+    return -1;
+}
+
 #define DEFAULT_TIMEOUT_US 60000000LL
 #define DEFAULT_MAX_BYTES ((size_t)32 << 20)
 #define DEFAULT_MAX_DATAGRAMS 16384u

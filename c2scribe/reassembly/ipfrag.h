@@ -40,6 +40,9 @@ enum cs_frag_policy {
     CS_FRAG__COUNT
 };
 
+extern const char *const cs_frag_policy_names[CS_FRAG__COUNT];
+int cs_frag_policy_from_name(const char *name);    /* -1 when unknown */
+
 typedef struct cs_frag_opts {
     int64_t timeout_us;           /* incomplete datagrams are dropped this long after their
                                    * first fragment (default 60 s) */

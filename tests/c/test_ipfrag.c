@@ -22,9 +22,6 @@
 
 typedef unsigned long long ull;
 
-static const char *const policy_names[CS_FRAG__COUNT] = { "first", "last", "bsd", "linux",
-                                                          "windows", "solaris" };
-
 /* ---- checks ----------------------------------------------------------------------------- */
 
 static long checks, failures;
@@ -705,7 +702,7 @@ static void test_policies(void)
                 cs_frag_table *t = table(pol, 0, 0, 0, 0);
                 int covered[8] = { 0 }, r = 0;
                 char what[96];
-                snprintf(what, sizeof what, "case '%s' %s %s", oc->frags, policy_names[pol],
+                snprintf(what, sizeof what, "case '%s' %s %s", oc->frags, cs_frag_policy_names[pol],
                          v6 ? "v6" : "v4");
                 const uint8_t *out = NULL;
                 uint32_t olen = 0;
@@ -1306,7 +1303,7 @@ static void test_random(void)
     for (int p = 0; p < CS_FRAG__COUNT; p++) {
         const cs_frag_counters *c = cs_frag_stats(tables[p]);
         CHECK(c->timeouts == 0 && c->evicted == 0 && c->malformed == 0 && c->reassembled > 0,
-              "random %s: counters", policy_names[p]);
+              "random %s: counters", cs_frag_policy_names[p]);
         cs_frag_free(tables[p]);
     }
 }
@@ -1406,26 +1403,26 @@ static void test_policy_model(void)
                 nfr++;
                 CHECK(c->overlaps - ov0 == (uint64_t)ov && c->overlap_conflicts - cf0 == (uint64_t)cf,
                       "model %s %d: fragment %u [%u,%u): overlap %d/%llu conflict %d/%llu",
-                      policy_names[pol], it, nfr, s, e, ov, (ull)(c->overlaps - ov0), cf,
+                      cs_frag_policy_names[pol], it, nfr, s, e, ov, (ull)(c->overlaps - ov0), cf,
                       (ull)(c->overlap_conflicts - cf0));
                 if (!complete) {
-                    CHECK(r == CS_FRAG_HELD, "model %s %d: fragment %u: %d", policy_names[pol],
+                    CHECK(r == CS_FRAG_HELD, "model %s %d: fragment %u: %d", cs_frag_policy_names[pol],
                           it, nfr, r);
                     continue;
                 }
-                CHECK(r == CS_FRAG_DONE, "model %s %d: %d, not DONE", policy_names[pol], it, r);
+                CHECK(r == CS_FRAG_DONE, "model %s %d: %d, not DONE", cs_frag_policy_names[pol], it, r);
                 if (r == CS_FRAG_DONE) {
                     CHECK(olen == d.hl + E && !memcmp(out + d.hl, val, E),
-                          "model %s %d: payload differs", policy_names[pol], it);
+                          "model %s %d: payload differs", cs_frag_policy_names[pol], it);
                     memcpy(d.pay, val, E);
                     free(d.expect);
                     dgm_finish(&d);
                     CHECK(same(out, olen, d.expect, d.elen), "model %s %d: header",
-                          policy_names[pol], it);
+                          cs_frag_policy_names[pol], it);
                 }
             }
             dgm_free(&d);
-            CHECK(cs_frag_held_bytes(t) == 0, "model %s %d: held", policy_names[pol], it);
+            CHECK(cs_frag_held_bytes(t) == 0, "model %s %d: held", cs_frag_policy_names[pol], it);
         }
         cs_frag_free(t);
     }
@@ -1687,10 +1684,8 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--pcap")) {
             pcap = v;
         } else if (!strcmp(a, "--policy")) {
-            int p;
-            for (p = 0; p < CS_FRAG__COUNT && strcmp(v, policy_names[p]); p++)
-                ;
-            if (p == CS_FRAG__COUNT)
+            int p = cs_frag_policy_from_name(v);
+            if (p < 0)
                 return usage(argv[0]);
             o.policy = p;
         } else if (!strcmp(a, "--timeout-us")) {
