@@ -211,6 +211,27 @@ static int brotli_bytes(cs_engine *e, cs_tx *t, int dir, const uint8_t *p, size_
     }
 }
 
+/* one direction of a transaction */
+static int tx_progress(htp_tx_t *tx, int dir)
+{
+    return dir == CS_C2S ? (int)tx->request_progress : (int)tx->response_progress;
+}
+
+static int tx_coding(htp_tx_t *tx, int dir)
+{
+    return dir == CS_C2S ? (int)tx->request_transfer_coding : (int)tx->response_transfer_coding;
+}
+
+static int64_t tx_message_len(htp_tx_t *tx, int dir)
+{
+    return dir == CS_C2S ? tx->request_message_len : tx->response_message_len;
+}
+
+static int64_t tx_content_len(htp_tx_t *tx, int dir)
+{
+    return dir == CS_C2S ? tx->request_content_length : tx->response_content_length;
+}
+
 static int body_data(htp_tx_data_t *d, int dir)
 {
     cs_engine *e = engine_of(d->tx->connp);
@@ -225,11 +246,9 @@ static int body_data(htp_tx_data_t *d, int dir)
      * Content-Length, to that message's body hook. They stay in the body (hiding data past
      * a forged length is an evasion); the transaction is flagged instead. */
     cs_flow *f = htp_connp_get_user_data(tx->connp);
-    int64_t cl = dir == CS_C2S ? tx->request_content_length : tx->response_content_length;
-    int coding = dir == CS_C2S ? tx->request_transfer_coding : tx->response_transfer_coding;
+    int64_t cl = tx_content_len(tx, dir);
     if ((f && f->http && f->http->unexpected[dir]) || (dir == CS_C2S && tx->is_protocol_0_9) ||
-        (coding == HTP_CODING_IDENTITY && cl >= 0 && (dir == CS_C2S ? tx->request_message_len
-                                                                    : tx->response_message_len) > cl))
+        (tx_coding(tx, dir) == HTP_CODING_IDENTITY && cl >= 0 && tx_message_len(tx, dir) > cl))
         t->extra[dir] += n;
     int plain = (dir == CS_C2S ? tx->request_content_encoding
                                : tx->response_content_encoding_processing) <= HTP_COMPRESSION_NONE;
@@ -611,21 +630,6 @@ static htp_tx_t *current_tx(cs_http *h, int dir)
     return dir == CS_C2S ? htp_connp_get_in_tx(h->connp) : htp_connp_get_out_tx(h->connp);
 }
 
-static int tx_progress(htp_tx_t *tx, int dir)
-{
-    return dir == CS_C2S ? (int)tx->request_progress : (int)tx->response_progress;
-}
-
-static int tx_coding(htp_tx_t *tx, int dir)
-{
-    return dir == CS_C2S ? (int)tx->request_transfer_coding : (int)tx->response_transfer_coding;
-}
-
-static int64_t tx_message_len(htp_tx_t *tx, int dir)
-{
-    return dir == CS_C2S ? tx->request_message_len : tx->response_message_len;
-}
-
 static int hexval(uint8_t c)
 {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
@@ -795,17 +799,20 @@ static void feed_standin(cs_engine *e, cs_http *h, int dir)
     h->standin[dir] = 0;
 }
 
-/* Requests parsed whose response has not started. */
-static int unanswered(cs_http *h)
+/* Requests parsed whose response has not started: how many, and the oldest (first). */
+static int unanswered(cs_http *h, htp_tx_t **first)
 {
     htp_conn_t *conn = htp_connp_get_connection(h->connp);
     int n = 0;
     size_t k = conn && conn->transactions ? htp_list_size(conn->transactions) : 0;
+    if (first) *first = NULL;
     for (size_t i = 0; i < k; i++) {
         htp_tx_t *tx = htp_list_get(conn->transactions, i);
         if (tx && tx->request_progress > HTP_REQUEST_NOT_STARTED &&
-            tx->response_progress == HTP_RESPONSE_NOT_STARTED)
+            tx->response_progress == HTP_RESPONSE_NOT_STARTED) {
+            if (first && !n) *first = tx;
             n++;
+        }
     }
     return n;
 }
@@ -859,7 +866,7 @@ static int end_message(cs_engine *e, cs_http *h, int dir)
             }
             continue;
         }
-        int64_t cl = dir == CS_C2S ? tx->request_content_length : tx->response_content_length;
+        int64_t cl = tx_content_len(tx, dir);
         int64_t ml = tx_message_len(tx, dir);
         if (cl < 0 || cl - ml > (int64_t)FILL_MAX) break;   /* until close, or too long */
         feed_zeros(e, h, dir, (uint64_t)(cl > ml ? cl - ml : 0));
@@ -908,7 +915,7 @@ void cs_http_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n)
     if (t) t->missing[dir] += n;
     int prog = tx_progress(tx, dir);
     if (prog == HTP_REQUEST_BODY && tx_coding(tx, dir) == HTP_CODING_IDENTITY) {
-        int64_t cl = dir == CS_C2S ? tx->request_content_length : tx->response_content_length;
+        int64_t cl = tx_content_len(tx, dir);
         int64_t ml = tx_message_len(tx, dir);
         if (cl < 0) {                          /* read until close: any length goes */
             if (n <= FILL_MAX) { feed_zeros(e, h, dir, n); cs_count(e, CSC_HTTP_GAPS_FILLED); return; }
@@ -1119,7 +1126,7 @@ void cs_http_data(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t
              * (A client's lost_start is a request lost before the connection was known to
              * be HTTP: http_data gives it its stand-in once it is.) */
             if (dir == CS_S2C) {
-                if (h->lost_start[dir] && h->connp && unanswered(h) >= 2)
+                if (h->lost_start[dir] && h->connp && unanswered(h, NULL) >= 2)
                     feed_standin(e, h, dir);
                 h->lost_start[dir] = 0;
             }
@@ -1184,17 +1191,9 @@ void cs_http_close(cs_engine *e, cs_flow *f)
     if (h->connp && h->lost_start[CS_S2C]) {
         /* bytes lost after a response and no response since: the oldest request still
          * unanswered lost its answer */
-        htp_conn_t *conn = htp_connp_get_connection(h->connp);
-        size_t k = conn && conn->transactions ? htp_list_size(conn->transactions) : 0;
-        for (size_t i = 0; i < k; i++) {
-            htp_tx_t *tx = htp_list_get(conn->transactions, i);
-            cs_tx *t = tx ? htp_tx_get_user_data(tx) : NULL;
-            if (t && tx->request_progress > HTP_REQUEST_NOT_STARTED &&
-                tx->response_progress == HTP_RESPONSE_NOT_STARTED) {
-                t->lost[CS_S2C] = 1;
-                break;
-            }
-        }
+        htp_tx_t *tx;
+        cs_tx *t = unanswered(h, &tx) ? htp_tx_get_user_data(tx) : NULL;
+        if (t) t->lost[CS_S2C] = 1;
     }
     if (h->connp) {
         struct timeval tv = now_tv(e);
