@@ -1105,10 +1105,9 @@ class Page:
                            f'<td class="num">{_num(r["offset"])}</td>'
                            f'<td class="num">{_num(r["packets_before"])}</td>'
                            f'<td>{esc(r["message"], 500)}</td></tr>' for r in cap.rows)
-            parts.append('<h4>Capture errors (files not read to their end)</h4><table><thead>'
-                         '<tr><th>file</th><th class="num">byte offset</th>'
-                         '<th class="num">packets before</th><th>error</th></tr></thead>'
-                         f"<tbody>{rows}</tbody></table>" + self._more(cap))
+            parts.append(self._run_table(
+                "Capture errors (files not read to their end)", '<th>file</th><th class="num">'
+                'byte offset</th><th class="num">packets before</th><th>error</th>', rows, cap))
         dec = self.runs.get("decode_error", Section())
         if dec.rows:
             rows = "".join(f'<tr><td>{esc(r["decoder"], 60)} {esc(r["decoder_version"], 20)}</td>'
@@ -1116,9 +1115,9 @@ class Page:
                            f'{esc(r["message"], 500)}</td><td class="small">'
                            f'{self.tx_link(r["tx_id"]) or self.conn_link(r["conn_id"])}</td></tr>'
                            for r in dec.rows)
-            parts.append('<h4>Decoder failures</h4><table><thead><tr><th>decoder</th>'
-                         '<th>hook</th><th>error</th><th>where</th></tr></thead>'
-                         f"<tbody>{rows}</tbody></table>" + self._more(dec))
+            parts.append(self._run_table(
+                "Decoder failures", "<th>decoder</th><th>hook</th><th>error</th><th>where</th>",
+                rows, dec))
         warn = self.runs.get("warning", Section())
         if warn.rows:
             rows = "".join(f'<tr><td class="mono">{esc(r["code"], 60)}</td>'
@@ -1127,12 +1126,16 @@ class Page:
                            f'{esc(os.path.basename(r["file"]) if r["file"] else "-", 200)}'
                            + (f' #{r["frame"]}' if r["frame"] is not None else "")
                            + "</td></tr>" for r in warn.rows)
-            parts.append('<h4>Engine warnings</h4><table><thead><tr><th>code</th>'
-                         '<th class="num">count</th><th>what</th><th>first at</th></tr>'
-                         f"</thead><tbody>{rows}</tbody></table>" + self._more(warn))
+            parts.append(self._run_table(
+                "Engine warnings", '<th>code</th><th class="num">count</th><th>what</th>'
+                "<th>first at</th>", rows, warn))
         if not parts:
             return head + '<p class="panel muted">None.</p></section>'
         return head + '<div class="panel">' + "".join(parts) + "</div></section>"
+
+    def _run_table(self, title: str, heads: str, rows: str, sec: Section) -> str:
+        return (f"<h4>{title}</h4><table><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody>"
+                "</table>" + self._more(sec))
 
     @staticmethod
     def _more(sec: Section) -> str:
