@@ -156,6 +156,19 @@ static void fill_random(uint8_t *p, uint32_t n)
         p[i] = (uint8_t)rnd();
 }
 
+/* The payload (random unless pay is given), then the expected datagram. */
+static void dgm_payload(dgm *d, uint32_t id, uint32_t plen, const uint8_t *pay)
+{
+    d->id = id;
+    d->plen = plen;
+    d->pay = malloc(plen ? plen : 1);
+    if (pay)
+        memcpy(d->pay, pay, plen);
+    else
+        fill_random(d->pay, plen);
+    dgm_finish(d);
+}
+
 /* IPv4 datagram: optlen a multiple of 4 (<= 40); payload random unless pay is given. */
 static void dgm_v4(dgm *d, uint32_t src, uint32_t dst, uint16_t id, uint8_t proto,
                    uint32_t optlen, uint32_t plen, const uint8_t *pay)
@@ -175,14 +188,7 @@ static void dgm_v4(dgm *d, uint32_t src, uint32_t dst, uint16_t id, uint8_t prot
         h[21] = (uint8_t)(optlen - 1);
         h[22] = 4;
     }
-    d->id = id;
-    d->plen = plen;
-    d->pay = malloc(plen ? plen : 1);
-    if (pay)
-        memcpy(d->pay, pay, plen);
-    else
-        fill_random(d->pay, plen);
-    dgm_finish(d);
+    dgm_payload(d, id, plen, pay);
 }
 
 /* IPv6 datagram; exts: 'H' Hop-by-Hop (8 bytes), 'D' Destination Options (16), 'R' Routing
@@ -222,14 +228,7 @@ static void dgm_v6(dgm *d, uint8_t srcb, uint8_t dstb, uint32_t id, uint8_t uppe
     d->nh_pos = pos;
     d->upper = upper;
     d->hl = off;
-    d->id = id;
-    d->plen = plen;
-    d->pay = malloc(plen ? plen : 1);
-    if (pay)
-        memcpy(d->pay, pay, plen);
-    else
-        fill_random(d->pay, plen);
-    dgm_finish(d);
+    dgm_payload(d, id, plen, pay);
 }
 
 static void dgm_free(dgm *d)
