@@ -22,16 +22,18 @@ Both reassembly engines are compared. Differences come in these kinds:
   without the handshake, tshark's TCP reassembly waits for bytes that never come and shows
   nothing more; the native engine skips the hole and decodes what follows. Every difference
   must then be messages only c2scribe has, on a connection whose record shows the hole
-  (missing bytes) or the missing handshake;
+  (missing bytes) or the missing handshake, exactly as many as listed;
 * a tshark limit on an extra capture, where c2scribe is right and tshark cannot show a
   message: TSHARK_LIMITS gives the exact difference expected and the evidence;
 * anything else fails: see the report of the test session for the ones that do.
 """
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import functools
 import os
+import re
 import shutil
 
 import pytest
@@ -115,16 +117,17 @@ LIBNIDS_LIMITS = {
 }
 
 #: The native engine decodes past what tshark can show (see the module docstring).
-NATIVE_BEYOND_TSHARK = {
-    "zeek/Traces/http/bro.org.pcap": "10.0.2.15:55081: a 7240-byte server segment before "
-                                     "frame 179 is not in the capture; c2scribe skips it and "
-                                     "decodes the 6 responses after it",
-    "zeek/Traces/http/zero-length-bodies-with-drops.pcap": "10.0.0.118:51534: segments are "
-                                                           "missing from the capture (the file's "
-                                                           "name says so); c2scribe decodes the "
-                                                           "requests and responses after them",
-    "arkime/no-syn-ack.pcap": "10.12.12.12:61181 has a SYN but no SYN-ACK; c2scribe picks the "
-                              "connection up without it and decodes its response",
+NATIVE_BEYOND_TSHARK = {       # capture: (messages only c2scribe has, by kind; why)
+    "zeek/Traces/http/bro.org.pcap": (
+        {"responses": 6}, "10.0.2.15:55081: a 7240-byte server segment before frame 179 is "
+        "not in the capture; c2scribe skips it and decodes the 6 responses after it"),
+    "zeek/Traces/http/zero-length-bodies-with-drops.pcap": (
+        {"requests": 4, "responses": 5}, "10.0.0.118:51534: segments are missing from the "
+        "capture (the file's name says so); c2scribe decodes the requests and responses after "
+        "them"),
+    "arkime/no-syn-ack.pcap": (
+        {"responses": 1}, "10.12.12.12:61181 has a SYN but no SYN-ACK; c2scribe picks the "
+        "connection up without it and decodes its response"),
 }
 
 #: Extra captures where tshark cannot show a message c2scribe rightly reports: the exact
@@ -221,18 +224,21 @@ def _params():
             for engine in ENGINES for c, a in caps]
 
 
-def _native_beyond_tshark(diffs, recs) -> list[str]:
-    """The differences that are not messages only c2scribe has on a connection with a hole
-    or without its handshake."""
+def _native_beyond_tshark(diffs, recs) -> tuple[list[str], dict[str, int]]:
+    """(the differences that are not messages only c2scribe has on a connection with a hole
+    or without its handshake, how many messages only c2scribe has by kind)."""
     conns = {frozenset(((c.src_ip, c.src_port), (c.dst_ip, c.dst_port))): c
              for c in of_type(recs, Connection)}
-    bad = []
+    bad, extra = [], {}
     for key, line in diffs:
         c = conns.get(frozenset(key))
         cause = c is not None and (c.c2s_missing_bytes or c.s2c_missing_bytes or not c.handshake)
-        if not line.endswith("only tshark {}") or not cause:
+        m = re.search(r"\) (requests|responses): only c2scribe (\{.*\}), only tshark \{\}$", line)
+        if m is None or not cause:
             bad.append(line)
-    return bad
+            continue
+        extra[m[1]] = extra.get(m[1], 0) + sum(ast.literal_eval(m[2]).values())
+    return bad, extra
 
 
 @pytest.mark.parametrize("engine,cap,tshark_args", _params())
@@ -266,9 +272,11 @@ def test_http_messages_match_tshark(engine, cap, tshark_args):
 
     if engine == "native" and cap in NATIVE_BEYOND_TSHARK:
         assert diffs, f"{cap}: tshark now shows everything (drop it from NATIVE_BEYOND_TSHARK)"
-        bad = _native_beyond_tshark(diffs, recs)
+        bad, extra = _native_beyond_tshark(diffs, recs)
         assert not bad, ("differences that are not c2scribe decoding past a hole or a missing "
                          "handshake:\n" + "\n".join(bad))
+        want, why = NATIVE_BEYOND_TSHARK[cap]
+        assert extra == want, f"{cap}: expected exactly {want} only in c2scribe ({why})"
         return
 
     if engine == "nids" and cap in LIBNIDS_LIMITS:
