@@ -26,6 +26,7 @@ core = Extension(
         "c2scribe/_core/module.c",
         "c2scribe/_core/flow.c",
         "c2scribe/_core/record.c",
+        "c2scribe/_core/columns.c",
         "c2scribe/capture/pcapfile.c",
         "c2scribe/capture/linktype.c",
         "c2scribe/reassembly/nids.c",

@@ -109,6 +109,11 @@ def to_arrow_row(record: Record, *, bodies: bool = False) -> dict[str, Any]:
     return row
 
 
+def _extra_arrays(cls: type, n: int) -> list[pa.Array]:
+    """The EXTRA_COLUMNS of n rows of a class."""
+    return [pa.array([cls.dataset] * n, pa.string()), pa.array([SCHEMA_VERSION] * n, pa.int32())]
+
+
 def records_to_table(cls: type, records: Iterable[Record], *, bodies: bool = False) -> pa.Table:
     """A table of records of one class (column by column; every record must be a ``cls``)."""
     records = list(records)
@@ -117,8 +122,7 @@ def records_to_table(cls: type, records: Iterable[Record], *, bodies: bool = Fal
         raise TypeError(f"records_to_table({cls.__name__}): got a {type(bad).__name__}")
     schema = arrow_schema(cls)
     n = len(records)
-    arrays = [pa.array([cls.dataset] * n, pa.string()),
-              pa.array([SCHEMA_VERSION] * n, pa.int32())]
+    arrays = _extra_arrays(cls, n)
     for get, type_, typ, conv in _table_plan(cls):
         if type_ == "bytes" and not bodies:
             arrays.append(pa.nulls(n, typ))
@@ -152,6 +156,45 @@ def _table_plan(cls: type) -> list:
                                     _COLUMN_CONVERT.get(type_))
                                    for attr, _name, type_, _j in fields_of(cls)]
     return got
+
+
+def core_columns(classes: Iterable[type]) -> dict[str, list[tuple[str, str]]]:
+    """What the C engine's columnar backend is told: per record kind, its fields' (attribute,
+    schema type), in the order of the class's Arrow schema (after EXTRA_COLUMNS)."""
+    from .schema import _DATASET
+    kinds = {cls: kind for kind, cls in _DATASET.items()}
+    return {kinds[cls]: [(attr, type_) for attr, _n, type_, _j in fields_of(cls)]
+            for cls in classes}
+
+
+def batch_from_core(cls: type, batch: tuple) -> pa.RecordBatch:
+    """A columnar batch of the C engine (``(rows, [column, ...])``, see _core/columns.c) as a
+    RecordBatch of ``arrow_schema(cls)``: its buffers are wrapped, not copied."""
+    n, cols = batch
+    schema = arrow_schema(cls)
+    arrays = _extra_arrays(cls, n)
+    buf = pa.py_buffer
+    for field, (nulls, valid, off, data, items, a_off, a_data, b_off, b_data) in zip(
+            list(schema)[len(EXTRA_COLUMNS):], cols, strict=True):
+        typ = field.type
+        v = None if valid is None else buf(valid)
+        if off is None:                                     # int, bool, timestamp
+            arr = pa.Array.from_buffers(typ, n, [v, buf(data)], nulls)
+        elif data is not None:                              # string, binary
+            arr = pa.Array.from_buffers(typ, n, [v, buf(off), buf(data)], nulls)
+        else:                                               # list<string>, list<struct>
+            child_type = typ.value_type
+            first = pa.Array.from_buffers(pa.string(), items, [None, buf(a_off), buf(a_data)])
+            if b_off is None:
+                child = first
+            else:
+                second = pa.Array.from_buffers(pa.string(), items,
+                                               [None, buf(b_off), buf(b_data)])
+                child = pa.Array.from_buffers(child_type, items, [None], 0,
+                                              children=[first, second])
+            arr = pa.Array.from_buffers(typ, n, [v, buf(off)], nulls, children=[child])
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def row_nbytes(record: Record, *, bodies: bool = False) -> int:
@@ -248,5 +291,5 @@ def _nbytes_plan(cls: type, bodies: bool):
     return fn
 
 
-__all__ = ["ARROW_TYPES", "EXTRA_COLUMNS", "HEADER_TYPE", "arrow_schema", "records_to_table",
-           "row_nbytes", "to_arrow_row"]
+__all__ = ["ARROW_TYPES", "EXTRA_COLUMNS", "HEADER_TYPE", "arrow_schema", "batch_from_core",
+           "core_columns", "records_to_table", "row_nbytes", "to_arrow_row"]

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from . import _core
 from .errors import ConfigError
 from .render.jsonl import dumps
-from .schema import (_DATASET, CORE_KEYS, SCHEMA_VERSION, CaptureError, EngineWarning, Record, from_core,
-                     json_from_core)
+from .schema import (_DATASET, CORE_KEYS, SCHEMA_VERSION, CaptureError, Connection, EngineWarning,
+                     HttpTransaction, Record, from_core, json_from_core)
 
 _core.set_key_names(CORE_KEYS, SCHEMA_VERSION)
 
@@ -167,11 +167,15 @@ class Engine:
     Output modes: Record objects (default); ``documents=True``: jsonl documents (dicts with the
     schema's external names, as Record.to_json gives them); ``jsonl=True``: (dataset, bytes)
     pairs, each bytes one finished JSON document written by the C engine, the fast path for
-    sinks that serialise everything.
+    sinks that serialise everything; ``columns=True``: connections and HTTP transactions as
+    pyarrow RecordBatches of their ``arrow_schema`` (``batch_rows`` rows or ``batch_bytes``
+    of data at most, the last ones at ``finish()``), the other records as Record objects: the
+    Parquet sink's fast path. ``bodies``: kept content in the jsonl documents and the batches.
     """
 
     def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
                  jsonl: bool = False, bodies: bool = False, stream_chunks: bool = False,
+                 columns: bool = False, batch_rows: int = 4096, batch_bytes: int = 8 << 20,
                  **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
         self.options = opts
@@ -181,9 +185,14 @@ class Engine:
         self.documents = documents
         self.jsonl = jsonl
         self.bodies = bodies
+        self.columns = columns and not jsonl
+        if self.columns:
+            from .arrow import core_columns
+            kw["columns"] = core_columns([Connection, HttpTransaction])
+            kw.update(batch_rows=batch_rows, batch_bytes=batch_bytes)
         try:
             self._core = _core.Engine(**kw, json=jsonl, json_bodies=bodies,
-                                      stream_chunks=stream_chunks and not jsonl)
+                                      stream_chunks=stream_chunks and not (jsonl or columns))
         except RuntimeError as e:
             raise ConfigError(str(e)) from None
         self._not_reassembled = 0
@@ -196,6 +205,12 @@ class Engine:
                 if kind == "connection" and b'"c2scribe.connection.reassembled":false' in doc:
                     self._not_reassembled += 1
                 out.append((_DATASET[kind].dataset, doc))
+        elif self.columns:
+            for kind, d in raw:
+                if isinstance(d, tuple):
+                    out.append(self._batch(kind, d))
+                else:
+                    out.append(from_core(kind, d, self.name))
         elif self.documents:
             for kind, d in raw:
                 if kind == "connection" and not d["c2scribe.connection.reassembled"]:
@@ -208,6 +223,16 @@ class Engine:
                     self._not_reassembled += 1
                 out.append(rec)
         return out
+
+    def _batch(self, kind: str, raw: tuple):
+        import pyarrow.compute as pc
+        from .arrow import batch_from_core
+        cls = _DATASET[kind]
+        batch = batch_from_core(cls, raw)
+        if cls is Connection:
+            done = pc.sum(batch.column("c2scribe.connection.reassembled")).as_py() or 0
+            self._not_reassembled += batch.num_rows - done
+        return batch
 
     def _own(self, rec: Record):
         if self.jsonl:

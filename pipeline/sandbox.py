@@ -65,6 +65,9 @@ class UnitProcess:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                     else "")
+        # pyarrow imports numpy, whose OpenBLAS starts a thread per core that polls: a unit
+        # does no linear algebra, and the other workers need those cores
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.sandbox"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 

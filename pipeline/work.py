@@ -206,6 +206,13 @@ class ParquetUnitSink:
         self._w.write(rec)
         self.counts[rec.dataset] = self.counts.get(rec.dataset, 0) + 1
 
+    def write_batch(self, batch) -> None:
+        """A RecordBatch of the engine's columnar output."""
+        self._w.write_batch(batch)
+        ds = batch.column(0)[0].as_py() if batch.num_rows else None
+        if ds:
+            self.counts[ds] = self.counts.get(ds, 0) + batch.num_rows
+
     def close(self) -> None:
         written = self._w.close()
         if self._stage is None:
@@ -303,7 +310,7 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
     indexing, not the files."""
     from c2scribe.capture import run_chain
     from c2scribe.engine import Engine
-    from c2scribe.schema import CaptureError, StreamChunk
+    from c2scribe.schema import CaptureError, Record, StreamChunk
 
     t0 = time.monotonic()
     es_summary = None
@@ -325,10 +332,12 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
         if decoders:
             from c2scribe.decoders import DecoderRunner, load
             runner = DecoderRunner([load(spec) for spec in decoders])
-        # no decoders and JSON lines: the C engine writes the documents itself
+        # no decoders: the C engine writes the JSON documents itself, or (Parquet, not
+        # indexed) builds the Arrow columns of connections and transactions
         fast = runner is None and fmt == "jsonl"
+        columns = runner is None and fmt == "parquet" and indexer is None
         engine = Engine(engine_options(bool(runner), body_keep, unit, settings), jsonl=fast,
-                        bodies=fast and bodies,
+                        columns=columns, bodies=(fast or columns) and bodies,
                         stream_chunks=bool(runner and runner.wants_stream_chunks))
         if fast:
             for dataset, doc in run_chain(engine, unit.files):
@@ -356,6 +365,9 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                     indexer.add(rec)
 
             for rec in run_chain(engine, unit.files):
+                if columns and not isinstance(rec, Record):      # a RecordBatch
+                    sink.write_batch(rec)
+                    continue
                 if isinstance(rec, CaptureError):
                     errors.setdefault(rec.file, rec)
                 if runner is not None:

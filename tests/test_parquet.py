@@ -252,7 +252,7 @@ def test_row_groups_bound_memory(sample_records, tmp_path):
     w = ParquetDatasetWriter(tmp_path, sensor=SENSOR, unit="u1", row_group_size=2)
     for r in sample_records:
         w.write(r)
-        assert all(len(o.records) < 2 for o in w._open.values())
+        assert all(o.pending < 2 for o in w._open.values())
     files = w.close()
     http = [f for f in files if "/http/" in f]
     n_http = len(of_type(sample_records, HttpTransaction))

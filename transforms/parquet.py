@@ -18,15 +18,18 @@ PTransform around it, is built on first access so importing this module does not
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import uuid
 from typing import Iterable
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from c2scribe.arrow import records_to_table, row_nbytes
-from c2scribe.schema import Record, fields_of
+from c2scribe.arrow import META_DATASET, records_to_table, row_nbytes
+from c2scribe.schema import RECORD_TYPES, Record, fields_of
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -60,20 +63,51 @@ def partition_date(record: Record) -> str:
     """``YYYY-MM-DD`` (UTC) of the record's start time, or ``unknown``."""
     attr = _start_attr(type(record))
     us = getattr(record, attr) if attr else None
-    if us is None:
-        return "unknown"
-    import datetime as dt
+    return "unknown" if us is None else _day(us)
+
+
+def _batch_dates(batch: pa.RecordBatch, cls: type) -> list[tuple[str, pa.RecordBatch]]:
+    """A batch's rows by partition date (partition_date's rule), each part in row order."""
+    attr = _start_attr(cls)
+    name = next((n for a, n, _t, _j in fields_of(cls) if a == attr), None)
+    if name is None or not batch.num_rows:
+        return [("unknown", batch)]
+    us = batch.column(name).cast(pa.int64())
+    if us.null_count == 0:
+        mm = pc.min_max(us).as_py()
+        lo, hi = mm["min"], mm["max"]
+        if lo // _US_PER_DAY == hi // _US_PER_DAY:                 # the usual case: one day
+            return [(_day(lo), batch)]
+    rows: dict[str, list[int]] = {}
+    for i, v in enumerate(us.to_pylist()):
+        rows.setdefault("unknown" if v is None else _day(v), []).append(i)
+    return [(d, batch.take(pa.array(ix, pa.int64()))) for d, ix in rows.items()]
+
+
+def _without_content(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Kept content (binary columns) null, as records_to_table(bodies=False) makes it."""
+    cols = [pa.nulls(batch.num_rows, c.type) if pa.types.is_binary(c.type) and
+            c.null_count < len(c) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
+
+
+def _day(us: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=us // _US_PER_DAY)).isoformat()
+
+
+_CLASS_OF = {cls.dataset.encode(): cls for cls in RECORD_TYPES}
 
 
 class _Open:
     """One (dataset, date) directory being written: the open file, the row group being
-    buffered, and how much the file holds so far."""
-    __slots__ = ("cls", "records", "nbytes", "seq", "writer", "tmp", "final", "rows",
+    buffered (records, or batches of the C engine's columnar output), and how much the file
+    holds so far."""
+    __slots__ = ("cls", "parts", "pending", "nbytes", "seq", "writer", "tmp", "final", "rows",
                  "file_bytes")
 
     def __init__(self, cls: type):
-        self.cls, self.records, self.nbytes, self.seq = cls, [], 0, 0
+        self.cls, self.parts, self.nbytes, self.seq = cls, [], 0, 0
+        self.pending = 0                            # rows buffered (records and batches)
         self.writer = self.tmp = self.final = None
         self.rows = self.file_bytes = 0
 
@@ -133,13 +167,41 @@ class ParquetDatasetWriter:
             raise TypeError(f"two record classes for dataset {cls.dataset}: "
                             f"{o.cls.__name__} and {cls.__name__}")
         size = row_nbytes(record, bodies=self.bodies)
+        self._room(key, o, size)
+        o.parts.append(record)
+        self._added(key, o, 1, size)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Buffer a RecordBatch of a record class's arrow_schema (the C engine's columnar
+        output); its rows go where write() would put the same records."""
+        if self._closed:
+            raise ValueError("ParquetDatasetWriter is closed")
+        cls = _CLASS_OF.get((batch.schema.metadata or {}).get(META_DATASET))
+        if cls is None:
+            raise TypeError("not a batch of c2scribe records (no c2scribe.dataset metadata)")
+        for date, part in _batch_dates(batch, cls):
+            key = (cls.dataset, date)
+            o = self._open.get(key)
+            if o is None:
+                o = self._open[key] = _Open(cls)
+            if not self.bodies:
+                part = _without_content(part)
+            self._room(key, o, part.nbytes)
+            o.parts.append(part)
+            self._added(key, o, part.num_rows, part.nbytes)
+
+    def _room(self, key: tuple[str, str], o: _Open, size: int) -> None:
+        """The open file is finished first if size more bytes would take it past max_bytes."""
         if o.writer is not None and o.file_bytes + o.nbytes + size > self.max_bytes:
             self._row_group(key, o)
             self._finish_file(o)
-        o.records.append(record)
+
+    def _added(self, key: tuple[str, str], o: _Open, rows: int, size: int) -> None:
+        """rows of about size bytes were buffered: a row group, or a file, may be full."""
+        o.pending += rows
         o.nbytes += size
-        if len(o.records) >= self.row_group_size or o.nbytes >= self.row_group_bytes or \
-                o.rows + len(o.records) >= self.max_rows_per_file:
+        if o.pending >= self.row_group_size or o.nbytes >= self.row_group_bytes or \
+                o.rows + o.pending >= self.max_rows_per_file:
             self._row_group(key, o)
             if o.rows >= self.max_rows_per_file or o.file_bytes >= self.max_bytes:
                 self._finish_file(o)
@@ -154,8 +216,7 @@ class ParquetDatasetWriter:
         if not self._closed:
             try:
                 for key, o in self._open.items():
-                    if o.records:
-                        self._row_group(key, o)
+                    self._row_group(key, o)
                     self._finish_file(o)
             except BaseException:
                 self.abort()
@@ -197,9 +258,9 @@ class ParquetDatasetWriter:
     # ------------------------------------------------------------------------------------
     def _row_group(self, key: tuple[str, str], o: _Open) -> None:
         """The buffered records as one row group of the directory's open file."""
-        if not o.records:
+        if not o.parts:
             return
-        table = records_to_table(o.cls, o.records, bodies=self.bodies)
+        table = self._table(o)
         if o.writer is None:
             directory = self.directory(*key)
             os.makedirs(directory, exist_ok=True)
@@ -212,8 +273,23 @@ class ParquetDatasetWriter:
         o.writer.write_table(table, row_group_size=self.row_group_size)
         o.rows += table.num_rows
         o.file_bytes += o.nbytes
-        o.records = []
-        o.nbytes = 0
+        o.parts = []
+        o.pending = o.nbytes = 0
+
+    def _table(self, o: _Open) -> pa.Table:
+        """What is buffered, in order: runs of records converted, batches as they are."""
+        tables, run = [], []
+        for p in o.parts:
+            if isinstance(p, Record):
+                run.append(p)
+                continue
+            if run:
+                tables.append(records_to_table(o.cls, run, bodies=self.bodies))
+                run = []
+            tables.append(pa.Table.from_batches([p]))
+        if run:
+            tables.append(records_to_table(o.cls, run, bodies=self.bodies))
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
     def _finish_file(self, o: _Open) -> None:
         """Close the open file, fsync it and rename it into place (readers never see half a

@@ -56,6 +56,7 @@ extern const char *const cs_counter_names[CSC__COUNT];
 typedef struct cs_engine cs_engine;
 typedef struct cs_flow cs_flow;
 typedef struct cs_http cs_http;
+typedef struct cs_table cs_table;
 
 typedef struct cs_pos {           /* where in the capture chain a packet was */
     int file;                     /* index into engine->files */
@@ -207,7 +208,11 @@ struct cs_engine {
     int finished;
     int stream_chunks;            /* hand every in-order stream chunk to Python (decoders) */
     int json;                     /* build finished JSON documents instead of dicts */
-    int json_bodies;              /* ... with kept body and stream bytes (base64) */
+    int json_bodies;              /* ... with kept body and stream bytes (base64); also the
+                                   * columnar batches' */
+    cs_table **tables;            /* columnar batches, by kind (the others: dicts) */
+    int ntables;
+    size_t batch_rows, batch_bytes;   /* a batch is emitted at this many rows or bytes */
     long schema_version;
     void *http_cfg;               /* htp_cfg_t */
     PyObject *http_log;           /* dict: libhtp message -> count */
@@ -265,7 +270,8 @@ extern const EVP_MD *cs_sha256, *cs_sha1;   /* fetched once: implicit fetches co
 PyObject *cs_file_name(cs_engine *e, int file);
 void cs_fail(cs_engine *e);                               /* a Python error is set */
 
-/* record.c: one record, built as a dict or as a JSON document (see record.c) */
+/* record.c: one record, built as a dict, as a JSON document, or as a row of its kind's
+ * columnar batch (see record.c and columns.c) */
 typedef struct cs_rec {
     cs_engine *e;
     int json, err, n, items;
@@ -273,8 +279,10 @@ typedef struct cs_rec {
     const char *list_key;
     char *buf;
     size_t len, cap;
+    cs_table *t;                  /* columnar: the kind's table */
+    void *list_col;               /* ... the list column being filled */
 } cs_rec;
-int cs_rec_begin(cs_engine *e, cs_rec *r);
+int cs_rec_begin(cs_engine *e, cs_rec *r, const char *kind);   /* kind: as cs_rec_end's */
 void cs_rec_null(cs_rec *r, const char *k);
 void cs_rec_str(cs_rec *r, const char *k, const void *s, size_t n);   /* s NULL: null */
 void cs_rec_cstr(cs_rec *r, const char *k, const char *s);
@@ -288,6 +296,22 @@ void cs_rec_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn);
 void cs_rec_list_end(cs_rec *r);
 void cs_rec_end(cs_rec *r, const char *kind, const char *dataset_key, int64_t timestamp_us);
 void cs_iso(int64_t us, char out[32]);
+size_t cs_utf8_seq(const uint8_t *s, size_t n, uint32_t *cpp);
+
+/* columns.c: the columnar backend (kinds given at Engine(columns=...)) */
+int cs_tables_init(cs_engine *e, PyObject *spec);   /* -1: Python error set */
+void cs_tables_free(cs_engine *e);
+void cs_tables_flush(cs_engine *e);                 /* emit every batch not yet emitted */
+cs_table *cs_table_of(cs_engine *e, const char *kind);
+void cs_col_null(cs_rec *r, const char *k);
+void cs_col_str(cs_rec *r, const char *k, const void *s, size_t n);
+void cs_col_int(cs_rec *r, const char *k, long long v);
+void cs_col_bool(cs_rec *r, const char *k, int v);
+void cs_col_list_begin(cs_rec *r, const char *k);
+void cs_col_item(cs_rec *r, const void *s, size_t n);
+void cs_col_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn);
+void cs_col_list_end(cs_rec *r);
+void cs_col_end(cs_rec *r);
 const char *cs_key_utf8(const char *key);   /* external name of a record key */
 
 

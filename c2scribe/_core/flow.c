@@ -288,7 +288,7 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
     if (f->http) cs_http_close(e, f);
     if (e->opt.windowed && !f->foreign) e->own_live--;
     cs_rec r;
-    if (!f->foreign && !e->py_error && cs_rec_begin(e, &r) == 0) {
+    if (!f->foreign && !e->py_error && cs_rec_begin(e, &r, "connection") == 0) {
         cs_dir *c = &f->dir[CS_C2S], *s = &f->dir[CS_S2C];
         PyObject *ff = cs_file_name(e, f->first.file), *fl = cs_file_name(e, f->last.file);
         /* an HTTP connection's bytes are in its transactions: kept only when asked for */
@@ -340,7 +340,7 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
         cs_rec_int(&r, "frame_last", (long long)f->last.frame);
         Py_XDECREF(ff);
         Py_XDECREF(fl);
-        if (r.json) {          /* derived fields; the dict path gets them in schema.py */
+        if (r.json || r.t) {   /* derived fields; the dict path gets them in schema.py */
             cs_rec_cstr(&r, "engine", e->reasm->name);
             cs_rec_cstr(&r, "transport", "tcp");
             cs_rec_cstr(&r, "network_type", f->ipver == 4 ? "ipv4" : "ipv6");

@@ -2,7 +2,9 @@
  *
  * Engine is sans-IO: the caller hands it capture-file bytes (or single packets) and gets back
  * the records that became complete, as a list of (kind, dict) pairs; kinds are "connection",
- * "http" and "capture_error". Dict keys are the attribute names of c2scribe/schema.py.
+ * "http" and "capture_error". Dict keys are the attribute names of c2scribe/schema.py. With
+ * json=True the dicts are finished JSON documents (bytes); with columns={kind: ...} the
+ * records of those kinds come as columnar batches instead, a few thousand rows at a time.
  * libnids is one global state per process, and the HTTP layer reaches the engine through
  * cs_the_engine, so only one Engine may be live at a time, whichever reassembly it uses.
  */
@@ -205,7 +207,7 @@ static PyObject *take_output(cs_engine *e)
 static void capture_error(cs_engine *e)
 {
     cs_rec r;
-    if (cs_rec_begin(e, &r) == 0) {
+    if (cs_rec_begin(e, &r, "capture_error") == 0) {
         PyObject *name = cs_file_name(e, e->cur_file);
         const char *n = name && name != Py_None ? PyUnicode_AsUTF8(name) : NULL;
         cs_rec_cstr(&r, "file", n);
@@ -238,7 +240,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
                              "lookahead", "preroll", "window_last_edge_us", "engine",
                              "tcp_policy", "frag_policy", "frag_timeout", "tcp_conn_max",
                              "tcp_total_max", "frag_max", "hole_timeout", "host_policies",
-                             "stream_keep_http", NULL};
+                             "stream_keep_http", "columns", "batch_rows", "batch_bytes", NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -249,6 +251,8 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     int ns = 1 << 16, nh = 4096, json = 0, json_bodies = 0, chunks = 0;
     PyObject *wstart = Py_None, *wend = Py_None, *wlast = Py_None, *hosts = NULL;
     int keep_http = 0;
+    PyObject *columns = Py_None;
+    Py_ssize_t batch_rows = 4096, batch_bytes = 8 << 20;
     double lookahead = 3600, preroll = 600, frag_timeout = 60, hole_timeout = 5;
     const char *engine = "nids", *tcp_policy = "bsd", *frag_policy = "first";
     Py_ssize_t conn_max = 8 << 20, total_max = (Py_ssize_t)512 << 20, frag_max = 32 << 20;
@@ -256,12 +260,12 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndOp", kwlist, &sk, &bk,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndOpOnn", kwlist, &sk, &bk,
                                      &pm, &bl, &tl, &idle, &est, &linger, &mf, &ns, &nh, &json,
                                      &json_bodies, &chunks, &wstart, &wend, &lookahead, &preroll,
                                      &wlast, &engine, &tcp_policy, &frag_policy, &frag_timeout,
                                      &conn_max, &total_max, &frag_max, &hole_timeout, &hosts,
-                                     &keep_http))
+                                     &keep_http, &columns, &batch_rows, &batch_bytes))
         return -1;
     int native = strcmp(engine, "native") == 0;
     if (!native && strcmp(engine, "nids") != 0) {
@@ -311,6 +315,10 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     }
     if (json && !key_names) {
         PyErr_SetString(PyExc_RuntimeError, "json output needs set_key_names() first");
+        return -1;
+    }
+    if (batch_rows < 1 || batch_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "batch_rows and batch_bytes must be positive");
         return -1;
     }
     if (sk < 0 || bk < 0 || pm < 0 || bl <= 0 || tl <= 0 || mf < 16 || ns < 16 || nh < 1 ||
@@ -366,6 +374,12 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     e->json = json;
     e->json_bodies = json_bodies;
     e->stream_chunks = chunks && !json;
+    e->batch_rows = (size_t)batch_rows;
+    e->batch_bytes = (size_t)batch_bytes;
+    if (columns != Py_None && cs_tables_init(e, columns)) {
+        cs_tables_free(e);
+        return -1;
+    }
     e->schema_version = schema_version;
     e->cur_file = -1;
     e->now_us = INT64_MIN / 2;
@@ -402,6 +416,7 @@ static void release(EngineObject *self)
     if (self->started && e->reasm->stop) e->reasm->stop(e);
     cs_flows_free(e);
     cs_http_free_cfg(e);
+    cs_tables_free(e);
     free(e->opt.host_policy);
     e->opt.host_policy = NULL;
     e->opt.n_host_policy = 0;
@@ -495,6 +510,7 @@ static PyObject *Engine_finish(EngineObject *self, PyObject *unused)
         capture_error(e);
     e->reasm->finish(e);
     cs_flows_flush_all(e);
+    cs_tables_flush(e);
     e->finished = 1;
     PyObject *out = take_output(e);
     release(self);

@@ -1,5 +1,6 @@
-/* Record building with two backends: a Python dict (for Record objects) or a finished JSON
- * document (the jsonl fast path, where building Python objects per field would dominate).
+/* Record building with three backends: a Python dict (for Record objects), a finished JSON
+ * document (the jsonl fast path, where building Python objects per field would dominate), or
+ * a row of the kind's columnar batch (the Parquet path: columns.c).
  *
  * Field names come from c2scribe.schema through set_key_names(); the JSON backend writes
  * exactly what json.dumps(..., ensure_ascii=True) writes for the same values after the
@@ -31,6 +32,30 @@ static void put(cs_rec *r, const void *p, size_t n)
 static void putc1(cs_rec *r, char c) { put(r, &c, 1); }
 static void puts0(cs_rec *r, const char *s) { put(r, s, strlen(s)); }
 
+/* The length of the complete, valid UTF-8 sequence at s (no overlong form, no surrogate,
+ * at most U+10FFFF), or 0: what Python's decoder accepts; its code point in *cpp. */
+size_t cs_utf8_seq(const uint8_t *s, size_t n, uint32_t *cpp)
+{
+    uint8_t c = s[0];
+    uint32_t cp;
+    size_t len;
+    if (c < 0x80) { *cpp = c; return 1; }
+    if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
+    else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
+    else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
+    else return 0;
+    if (len > n) return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (s[k] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    *cpp = cp;
+    return len;
+}
+
 /* JSON string body for bytes decoded as UTF-8 with backslashreplace, ensure_ascii. */
 static void put_json_text(cs_rec *r, const uint8_t *s, size_t n)
 {
@@ -54,21 +79,9 @@ static void put_json_text(cs_rec *r, const uint8_t *s, size_t n)
             i++;
             continue;
         }
-        /* a complete, valid UTF-8 sequence (no overlong, no surrogate, <= U+10FFFF)? */
-        uint32_t cp = 0;
-        size_t len = 0;
-        if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
-        else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
-        else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
-        int ok = len && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) ok = 0;
-            else cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if (ok && ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-                   (len == 4 && (cp < 0x10000 || cp > 0x10ffff))))
-            ok = 0;
-        if (!ok) {                               /* "\xNN" as text: the backslash escaped */
+        uint32_t cp;
+        size_t len = cs_utf8_seq(s + i, n - i, &cp);
+        if (!len) {                              /* "\xNN" as text: the backslash escaped */
             char x[6] = {'\\', '\\', 'x', hexd[c >> 4], hexd[c & 15], 0};
             put(r, x, 5);
             i++;
@@ -110,12 +123,13 @@ static void dict_set(cs_rec *r, const char *k, PyObject *v)
 
 /* ---------- API ---------- */
 
-int cs_rec_begin(cs_engine *e, cs_rec *r)
+int cs_rec_begin(cs_engine *e, cs_rec *r, const char *kind)
 {
     memset(r, 0, sizeof *r);
     r->e = e;
-    r->json = e->json;
-    if (!r->json) {
+    r->t = e->ntables ? cs_table_of(e, kind) : NULL;
+    r->json = e->json && !r->t;
+    if (!r->json && !r->t) {
         r->d = cs_record_dict();
         if (!r->d) r->err = 1;
     }
@@ -124,14 +138,16 @@ int cs_rec_begin(cs_engine *e, cs_rec *r)
 
 void cs_rec_null(cs_rec *r, const char *k)
 {
-    if (r->json) { key(r, k); puts0(r, "null"); }
+    if (r->t) cs_col_null(r, k);
+    else if (r->json) { key(r, k); puts0(r, "null"); }
     else dict_set(r, k, Py_NewRef(Py_None));
 }
 
 void cs_rec_str(cs_rec *r, const char *k, const void *s, size_t n)
 {
     if (!s) { cs_rec_null(r, k); return; }
-    if (r->json) { key(r, k); put_json_string(r, s, n); }
+    if (r->t) cs_col_str(r, k, s, n);
+    else if (r->json) { key(r, k); put_json_string(r, s, n); }
     else dict_set(r, k, cs_str(s, n));
 }
 
@@ -142,7 +158,8 @@ void cs_rec_cstr(cs_rec *r, const char *k, const char *s)
 
 void cs_rec_int(cs_rec *r, const char *k, long long v)
 {
-    if (r->json) {
+    if (r->t) cs_col_int(r, k, v);
+    else if (r->json) {
         char tmp[32];
         key(r, k);
         snprintf(tmp, sizeof tmp, "%lld", v);
@@ -152,7 +169,8 @@ void cs_rec_int(cs_rec *r, const char *k, long long v)
 
 void cs_rec_bool(cs_rec *r, const char *k, int v)
 {
-    if (r->json) { key(r, k); puts0(r, v ? "true" : "false"); }
+    if (r->t) cs_col_bool(r, k, v);
+    else if (r->json) { key(r, k); puts0(r, v ? "true" : "false"); }
     else dict_set(r, k, PyBool_FromLong(v));
 }
 
@@ -169,7 +187,8 @@ void cs_iso(int64_t us, char out[32])
 
 void cs_rec_ts(cs_rec *r, const char *k, int64_t us)
 {
-    if (r->json) {
+    if (r->t) cs_col_int(r, k, us);
+    else if (r->json) {
         char iso[32];
         cs_iso(us, iso);
         key(r, k);
@@ -179,9 +198,15 @@ void cs_rec_ts(cs_rec *r, const char *k, int64_t us)
     } else dict_set(r, k, PyLong_FromLongLong(us));
 }
 
-/* Kept content (bodies, stream bytes): bytes in dicts; in jsonl only with --bodies, base64. */
+/* Kept content (bodies, stream bytes): bytes in dicts; in jsonl only with --bodies, base64;
+ * in columns only with bodies (else null, as records_to_table without bodies). */
 void cs_rec_bytes(cs_rec *r, const char *k, const void *p, size_t n, int present)
 {
+    if (r->t) {
+        if (present && r->e->json_bodies) cs_col_str(r, k, n ? p : "", n);
+        else cs_col_null(r, k);
+        return;
+    }
     if (!r->json) {
         dict_set(r, k, present ? PyBytes_FromStringAndSize(p, n) : Py_NewRef(Py_None));
         return;
@@ -203,12 +228,14 @@ void cs_rec_list_begin(cs_rec *r, const char *k)
 {
     r->items = 0;
     r->list_key = k;
-    if (r->json) { key(r, k); putc1(r, '['); }
+    if (r->t) cs_col_list_begin(r, k);
+    else if (r->json) { key(r, k); putc1(r, '['); }
     else if (!r->err && !(r->list = PyList_New(0))) r->err = 1;
 }
 
 void cs_rec_item(cs_rec *r, const void *s, size_t n)
 {
+    if (r->t) { cs_col_item(r, s, n); return; }
     if (r->json) {
         if (r->items++) putc1(r, ',');
         put_json_string(r, s, n);
@@ -222,6 +249,7 @@ void cs_rec_item(cs_rec *r, const void *s, size_t n)
 
 void cs_rec_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn)
 {
+    if (r->t) { cs_col_pair(r, a, an, b, bn); return; }
     if (r->json) {
         if (r->items++) putc1(r, ',');
         putc1(r, '[');
@@ -242,6 +270,7 @@ void cs_rec_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn)
 
 void cs_rec_list_end(cs_rec *r)
 {
+    if (r->t) { cs_col_list_end(r); return; }
     if (r->json) { putc1(r, ']'); return; }
     if (r->list) dict_set(r, r->list_key, r->list);
     r->list = NULL;
@@ -251,6 +280,7 @@ void cs_rec_list_end(cs_rec *r)
 void cs_rec_end(cs_rec *r, const char *kind, const char *dataset_key, int64_t timestamp_us)
 {
     cs_engine *e = r->e;
+    if (r->t) { cs_col_end(r); return; }
     if (r->json) {
         if (timestamp_us == INT64_MIN) cs_rec_null(r, "@timestamp");
         else cs_rec_ts(r, "@timestamp", timestamp_us);

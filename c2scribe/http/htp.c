@@ -496,7 +496,7 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     f->http_tx++;
     cs_count(e, CSC_HTTP_TRANSACTIONS);
     cs_rec r;
-    if (e->py_error || cs_rec_begin(e, &r)) { tx_free(t); return; }
+    if (e->py_error || cs_rec_begin(e, &r, "http")) { tx_free(t); return; }
     int has_response = tx->response_progress > HTP_RESPONSE_NOT_STARTED && !t->lost[CS_S2C];
     int no_request = t->response_only;
     char sha[2][65];
@@ -566,7 +566,7 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     cs_rec_int(&r, "frame_last", (long long)t->last.frame);
     Py_XDECREF(ff);
     Py_XDECREF(fl);
-    if (r.json) derived(&r, f, tx, no_request, has_response);
+    if (r.json || r.t) derived(&r, f, tx, no_request, has_response);
     int64_t start = t->start_us;
     tx_free(t);
     cs_rec_end(&r, "http", "dataset:http", start);
