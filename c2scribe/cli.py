@@ -459,5 +459,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def console() -> None:
+    """The `c2scribe` command. After a Beam pipeline, whose outputs and summary are written
+    by then, the process exits without the interpreter's teardown: freeing Beam's and
+    pyarrow's modules and waiting for Beam's idle threads is a fixed few tenths of a second
+    of every run, and can hang."""
+    args = sys.argv[1:]
+    rc = main(args)
+    if args and args[0] in ("run", "backfill"):
+        import logging
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc if isinstance(rc, int) else 1)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
