@@ -208,10 +208,10 @@ class ParquetUnitSink:
 
     def write_batch(self, batch) -> None:
         """A RecordBatch of the engine's columnar output."""
+        from c2scribe.arrow import META_DATASET
         self._w.write_batch(batch)
-        ds = batch.column(0)[0].as_py() if batch.num_rows else None
-        if ds:
-            self.counts[ds] = self.counts.get(ds, 0) + batch.num_rows
+        ds = batch.schema.metadata[META_DATASET].decode()
+        self.counts[ds] = self.counts.get(ds, 0) + batch.num_rows
 
     def close(self) -> None:
         written = self._w.close()

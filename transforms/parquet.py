@@ -13,8 +13,11 @@ to them; on close, files of the same unit left over from an earlier run are remo
 every dataset and date of this sensor. Every file is written under a hidden temporary name in its final
 directory, fsynced, then renamed with ``os.replace`` (readers never see half a file).
 
-:class:`ParquetDatasetWriter` is plain Python (no Beam). :class:`WriteParquet`, the Beam
-PTransform around it, is built on first access so importing this module does not import Beam.
+:class:`ParquetDatasetWriter` is plain Python (no Beam). It takes Record objects
+(``write``) and the C engine's columnar batches (``write_batch``, what ``c2scribe run``
+gives it without decoders); the same rows make the same files either way.
+:class:`WriteParquet`, the Beam PTransform around it, is built on first access so importing
+this module does not import Beam.
 """
 from __future__ import annotations
 
@@ -159,13 +162,7 @@ class ParquetDatasetWriter:
         cls = type(record)
         if not isinstance(record, Record) or not cls.dataset:
             raise TypeError(f"not a c2scribe record: {record!r:.100}")
-        key = (cls.dataset, partition_date(record))
-        o = self._open.get(key)
-        if o is None:
-            o = self._open[key] = _Open(cls)
-        elif o.cls is not cls:
-            raise TypeError(f"two record classes for dataset {cls.dataset}: "
-                            f"{o.cls.__name__} and {cls.__name__}")
+        key, o = self._directory_of(cls, partition_date(record))
         size = row_nbytes(record, bodies=self.bodies)
         self._room(key, o, size)
         o.parts.append(record)
@@ -180,15 +177,22 @@ class ParquetDatasetWriter:
         if cls is None:
             raise TypeError("not a batch of c2scribe records (no c2scribe.dataset metadata)")
         for date, part in _batch_dates(batch, cls):
-            key = (cls.dataset, date)
-            o = self._open.get(key)
-            if o is None:
-                o = self._open[key] = _Open(cls)
+            key, o = self._directory_of(cls, date)
             if not self.bodies:
                 part = _without_content(part)
             self._room(key, o, part.nbytes)
             o.parts.append(part)
             self._added(key, o, part.num_rows, part.nbytes)
+
+    def _directory_of(self, cls: type, date: str) -> tuple[tuple[str, str], _Open]:
+        key = (cls.dataset, date)
+        o = self._open.get(key)
+        if o is None:
+            o = self._open[key] = _Open(cls)
+        elif o.cls is not cls:
+            raise TypeError(f"two record classes for dataset {cls.dataset}: "
+                            f"{o.cls.__name__} and {cls.__name__}")
+        return key, o
 
     def _room(self, key: tuple[str, str], o: _Open, size: int) -> None:
         """The open file is finished first if size more bytes would take it past max_bytes."""
