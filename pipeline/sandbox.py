@@ -146,6 +146,10 @@ def main() -> None:
     """The child: units in on stdin, results out on stdout; stdout is kept for the protocol
     (anything printed goes to stderr)."""
     from .work import process_unit
+    # what a unit needs, imported before the first unit comes (while Beam starts its bundle)
+    import c2scribe.capture  # noqa: F401
+    import c2scribe.engine  # noqa: F401
+    import transforms.parquet  # noqa: F401
     # Records hold no reference cycles, but a unit allocates millions of them and every
     # 700 allocations Python's collector walks the young ones (and, often, the row groups
     # the Parquet writer buffers): ~8 % of a unit's time. Collect less often, not never, so
