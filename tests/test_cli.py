@@ -257,3 +257,16 @@ def test_community_id_matches_the_communityid_package():
             n += 1
             v6 += c.ip_version == 6
     assert n > 50 and v6 >= 1
+
+
+def test_terminal_and_report_hide_the_same_invisible_characters():
+    """Every character the HTML report refuses to show as itself is escaped in the terminal
+    transcript too (tags, soft hyphen, variation selectors, fillers, ... not only bidi)."""
+    from c2scribe.render.safe import safe_line
+    from c2scribe.report.escape import esc
+    for ch in "\u00ad\u034f\u115f\u180e\u2064\u3164\ufe0f\uffa0\ufffe\U000e0041\U0001d173" \
+              "\u202e\u2066\u200b\x1b\x9b":
+        shown = safe_line(f"a{ch}b")
+        assert ch not in shown and shown.startswith("a\\") and shown.endswith("b"), repr(ch)
+        assert ch not in esc(f"a{ch}b"), repr(ch)
+    assert safe_line("\U000e0041") == "\\U000e0041"

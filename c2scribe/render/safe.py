@@ -2,17 +2,22 @@
 
 Everything a capture carries is hostile. Text is shown only when it decodes as UTF-8 and is
 mostly printable; then every control character (C0 but tab and newline, DEL, C1), every
-bidirectional override and every zero-width character is shown as an escape. Anything else
+bidirectional override and every zero-width or otherwise invisible character (INVISIBLE) is
+shown as an escape. Anything else
 becomes a hexdump. Output is bounded.
 """
 from __future__ import annotations
 
 import re
 
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb"
-    "\ud800-\udfff]"
-)
+#: Characters never shown as themselves besides the controls: bidi marks and overrides,
+#: zero-width and other invisible characters (soft hyphen, combining grapheme joiner, Hangul
+#: fillers, Mongolian and variation selectors, invisible operators, tags, interlinear
+#: annotation), noncharacters and lone surrogates. The HTML report escapes the same set.
+INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+             "\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\ufffe\uffff"
+             "\ud800-\udfff\U000e0000-\U000e0fff\U0001d173-\U0001d17a")
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f" + INVISIBLE + "]")
 
 
 def _escape(m: re.Match) -> str:
@@ -20,7 +25,7 @@ def _escape(m: re.Match) -> str:
     o = ord(c)
     if o < 0x100:
         return f"\\x{o:02x}"
-    return f"\\u{o:04x}"
+    return f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
 
 
 def safe_line(s: str | bytes | None, limit: int = 2000) -> str:

@@ -20,14 +20,8 @@ from __future__ import annotations
 import html
 import re
 
-from ..render.safe import hexdump, looks_like_text
+from ..render.safe import INVISIBLE as _INVISIBLE, hexdump, looks_like_text
 
-# what is never shown as itself (render/safe.py's _UNSAFE, and more invisible characters:
-# soft hyphen, combining grapheme joiner, Hangul fillers, Mongolian and variation selectors,
-# invisible operators, tags, interlinear annotation, noncharacters)
-_INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-              "\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\ufffe\uffff"
-              "\ud800-\udfff\U000e0000-\U000e0fff\U0001d173-\U0001d17a")
 _UNSAFE_LINE = re.compile("[\x00-\x1f\x7f-\x9f" + _INVISIBLE + "]+")
 _UNSAFE_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f" + _INVISIBLE + "]+")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
