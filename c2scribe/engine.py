@@ -75,6 +75,9 @@ WARNINGS = {
     "http_gap_resyncs": "a capture gap broke an HTTP message: it was closed and parsing went on "
                         "from the next message",
     "http_bytes_skipped_after_gap": "bytes after an HTTP gap were skipped until a message started",
+    "http_gap_fill_budget": "HTTP gaps were not filled with zeros because the zeros already "
+                            "fed reached 256 MiB + 4x the capture bytes read: those messages "
+                            "were closed at the gap",
 }
 
 

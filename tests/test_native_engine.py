@@ -463,3 +463,47 @@ def test_out_of_order_flood_is_bounded(tmp_path):
     assert got == 1500 * 1400                            # everything, with the hole skipped
     (cn,) = conns(recs)
     assert cn.c2s_missing_bytes == 100
+
+
+def test_zeros_for_lost_bytes_are_bounded_by_the_capture(tmp_path):
+    """A hostile sender: a huge Content-Length, then thousands of 1-byte segments each 60 kB
+    past the last, each acknowledged. Every hole lies inside the body, so each would be
+    filled with zeros (through libhtp and SHA-256); in all they may not pass 256 MiB + 4x the
+    capture's bytes. Past that, the message is closed at the gap, and the warning says so."""
+    import struct
+    c = Conv().handshake()
+    c.send("c", b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.send("s", b"HTTP/1.1 200 OK\r\nContent-Length: 4000000000\r\n\r\nab", ack=False)
+    data_pkt, ack_pkt = bytes(c.packet("s", "A", b"z", keep=False)), \
+        bytes(c.packet("c", "A", keep=False))
+    base = c.write(tmp_path / "head.pcap").read_bytes()
+    seq_at = 14 + 20 + 4                                   # Ethernet, IPv4, TCP ports
+    s_seq, c_seq = c.seq["s"], c.seq["c"]
+    gaps, step, recs = 6000, 60_000, []
+    t = int(c.t) + 1
+    for i in range(gaps):
+        s_seq += step
+        d = bytearray(data_pkt)
+        d[seq_at:seq_at + 4] = struct.pack("!I", s_seq & 0xFFFFFFFF)
+        s_seq += 1
+        a = bytearray(ack_pkt)
+        a[seq_at:seq_at + 8] = struct.pack("!II", c_seq & 0xFFFFFFFF, s_seq & 0xFFFFFFFF)
+        for frame in (d, a):
+            recs.append(struct.pack("<IIII", t, i, len(frame), len(frame)) + frame)
+    path = tmp_path / "fill.pcap"
+    path.write_bytes(base + b"".join(recs))
+    e = Engine(EngineOptions(body_keep=0))
+    recs = list(run_chain(e, [str(path)]))
+    counters = e.final_counters
+    budget = (256 << 20) + 4 * counters["bytes"]                # the packets' bytes
+    assert counters["bytes"] < path.stat().st_size
+    assert counters["tcp_gaps"] == gaps
+    assert counters["http_gap_fill_budget"] >= 1
+    # the budget grows with the bytes read so far: at least the free part, at most the whole
+    assert (256 << 20) - step <= counters["http_gaps_filled"] * step <= budget
+    (tx,) = txs(recs)
+    assert tx.response_missing_bytes == (counters["http_gaps_filled"] + 1) * step  # + where it stopped
+    assert tx.state == "partial_response" and "response_gap" in tx.flags
+    (cn,) = conns(recs)
+    assert cn.s2c_missing_bytes == gaps * step                 # TCP still counts every hole
+    assert any(isinstance(r, EngineWarning) and r.code == "http_gap_fill_budget" for r in recs)

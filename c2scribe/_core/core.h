@@ -48,7 +48,7 @@ enum cs_counter {
     CSC_IP_FRAG_CONFLICTS, CSC_IP_FRAG_EVICTED, CSC_IP_FRAG_MALFORMED, CSC_IP_FRAG_TOO_MANY,
     CSC_TCP_GAPS, CSC_TCP_GAP_BYTES, CSC_TCP_OVERLAPS, CSC_TCP_CONFLICTS, CSC_TCP_OUT_OF_WINDOW,
     CSC_TCP_CONN_CAP, CSC_TCP_TOTAL_CAP, CSC_TCP_UNACKED_FLUSH, CSC_TCP_MIDSTREAM,
-    CSC_HTTP_GAPS_FILLED, CSC_HTTP_GAP_RESYNC, CSC_HTTP_GAP_SKIPPED,
+    CSC_HTTP_GAPS_FILLED, CSC_HTTP_GAP_RESYNC, CSC_HTTP_GAP_SKIPPED, CSC_HTTP_FILL_BUDGET,
     CSC__COUNT
 };
 extern const char *const cs_counter_names[CSC__COUNT];
@@ -215,6 +215,7 @@ struct cs_engine {
     size_t batch_rows, batch_bytes;   /* a batch is emitted at this many rows or bytes */
     long schema_version;
     void *http_cfg;               /* htp_cfg_t */
+    uint64_t http_filled;         /* zeros fed to libhtp for lost bytes, in all */
     PyObject *http_log;           /* dict: libhtp message -> count */
     /* windowed runs */
     size_t own_live;              /* the window's own connections not yet reported */

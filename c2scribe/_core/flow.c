@@ -27,7 +27,7 @@ const char *const cs_counter_names[CSC__COUNT] = {
     "ip_fragments_too_many", "tcp_gaps", "tcp_gap_bytes", "tcp_overlaps",
     "tcp_overlap_conflicts", "tcp_out_of_window", "tcp_connection_memcap",
     "tcp_total_memcap", "tcp_unacked_flushes", "tcp_midstream", "http_gaps_filled",
-    "http_gap_resyncs", "http_bytes_skipped_after_gap",
+    "http_gap_resyncs", "http_bytes_skipped_after_gap", "http_gap_fill_budget",
 };
 
 #define REUSE_IDLE_US (30LL * 1000000)

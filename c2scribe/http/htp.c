@@ -777,10 +777,28 @@ static void feed(cs_engine *e, cs_http *h, int dir, const uint8_t *d, size_t n)
 /* ---------- capture gaps ---------- */
 
 #define FILL_MAX ((uint64_t)64 << 20)   /* zeros fed for one gap, at most */
+#define FILL_FREE ((uint64_t)256 << 20) /* ... in all, plus FILL_RATIO x the capture bytes */
+#define FILL_RATIO 4
+
+/* May n zeros stand in for lost bytes? Each gap is bounded, and so are all of them together,
+ * by what the capture holds: a few crafted packets (a huge Content-Length, then a segment
+ * far ahead) must not make the engine parse and hash gigabytes of zeros. */
+static int fill_budget(cs_engine *e, uint64_t n)
+{
+    if (e->http_filled + n <= FILL_FREE + FILL_RATIO * e->counters[CSC_BYTES]) return 1;
+    cs_count(e, CSC_HTTP_FILL_BUDGET);
+    return 0;
+}
+
+static int may_fill(cs_engine *e, uint64_t n)
+{
+    return n <= FILL_MAX && fill_budget(e, n);
+}
 
 static void feed_zeros(cs_engine *e, cs_http *h, int dir, uint64_t n)
 {
     static const uint8_t zeros[65536];
+    e->http_filled += n;
     while (n && !h->stopped[dir]) {
         size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
         feed(e, h, dir, zeros, k);
@@ -854,7 +872,7 @@ static int end_message(cs_engine *e, cs_http *h, int dir)
             if (c->broken || c->tx != tx) break;
             switch (c->state) {
             case CH_DATA:
-                if (c->left > FILL_MAX) goto give_up;
+                if (!may_fill(e, c->left)) goto give_up;
                 feed_zeros(e, h, dir, c->left);
                 break;
             case CH_DATA_END: feed(e, h, dir, (const uint8_t *)"\r\n", 2); break;
@@ -868,7 +886,8 @@ static int end_message(cs_engine *e, cs_http *h, int dir)
         }
         int64_t cl = tx_content_len(tx, dir);
         int64_t ml = tx_message_len(tx, dir);
-        if (cl < 0 || cl - ml > (int64_t)FILL_MAX) break;   /* until close, or too long */
+        if (cl < 0 || !may_fill(e, cl > ml ? (uint64_t)(cl - ml) : 0))
+            break;                                   /* until close, or too long */
         feed_zeros(e, h, dir, (uint64_t)(cl > ml ? cl - ml : 0));
     }
 give_up:
@@ -918,11 +937,15 @@ void cs_http_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n)
         int64_t cl = tx_content_len(tx, dir);
         int64_t ml = tx_message_len(tx, dir);
         if (cl < 0) {                          /* read until close: any length goes */
-            if (n <= FILL_MAX) { feed_zeros(e, h, dir, n); cs_count(e, CSC_HTTP_GAPS_FILLED); return; }
+            if (may_fill(e, n)) { feed_zeros(e, h, dir, n); cs_count(e, CSC_HTTP_GAPS_FILLED); return; }
         } else {
             uint64_t left = cl > ml ? (uint64_t)(cl - ml) : 0;
-            if (n <= left) { feed_zeros(e, h, dir, n); cs_count(e, CSC_HTTP_GAPS_FILLED); return; }
-            if (left <= FILL_MAX) {
+            if (n <= left && fill_budget(e, n)) {    /* inside the body: any length */
+                feed_zeros(e, h, dir, n);
+                cs_count(e, CSC_HTTP_GAPS_FILLED);
+                return;
+            }
+            if (n > left && may_fill(e, left)) {
                 /* the body's end, then the start of the next message, were lost */
                 if (t) t->missing[dir] -= n - left;
                 feed_zeros(e, h, dir, left);
@@ -934,7 +957,7 @@ void cs_http_gap(cs_engine *e, cs_flow *f, int dir, uint64_t n)
         }
     } else if (prog == HTP_REQUEST_BODY && tx_coding(tx, dir) == HTP_CODING_CHUNKED) {
         struct chunks *c = &h->ch[dir];
-        if (!c->broken && c->tx == tx && c->state == CH_DATA && n <= c->left) {
+        if (!c->broken && c->tx == tx && c->state == CH_DATA && n <= c->left && may_fill(e, n)) {
             feed_zeros(e, h, dir, n);
             cs_count(e, CSC_HTTP_GAPS_FILLED);
             return;
