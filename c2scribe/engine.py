@@ -173,13 +173,15 @@ class Engine:
     sinks that serialise everything; ``columns=True``: connections and HTTP transactions as
     pyarrow RecordBatches of their ``arrow_schema`` (``batch_rows`` rows or ``batch_bytes``
     of data at most, the last ones at ``finish()``), the other records as Record objects: the
-    Parquet sink's fast path. ``bodies``: kept content in the jsonl documents and the batches.
+    Parquet sink's fast path; with ``with_records=True`` the connections and transactions come
+    as Record objects too (for decoders, while the batches are stored). ``bodies``: kept
+    content in the jsonl documents and the batches.
     """
 
     def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
                  jsonl: bool = False, bodies: bool = False, stream_chunks: bool = False,
                  columns: bool = False, batch_rows: int = 4096, batch_bytes: int = 8 << 20,
-                 **overrides):
+                 with_records: bool = False, **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
         self.options = opts
         self.name = opts.engine
@@ -192,10 +194,11 @@ class Engine:
         if self.columns:
             from .arrow import core_columns
             kw["columns"] = core_columns([Connection, HttpTransaction])
-            kw.update(batch_rows=batch_rows, batch_bytes=batch_bytes)
+            kw.update(batch_rows=batch_rows, batch_bytes=batch_bytes, dual=with_records)
         try:
+            records = not jsonl and (with_records or not columns)
             self._core = _core.Engine(**kw, json=jsonl, json_bodies=bodies,
-                                      stream_chunks=stream_chunks and not (jsonl or columns))
+                                      stream_chunks=stream_chunks and records)
         except RuntimeError as e:
             raise ConfigError(str(e)) from None
         self._not_reassembled = 0

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, ClassVar
 
 SCHEMA_VERSION = 2
@@ -361,7 +362,7 @@ def _complete(kind: str, d: dict, engine: str) -> None:
         d["event.duration"] = (d["event.end"] - d["event.start"]) * 1000
 
 
-_ATTRS: dict[type, list[tuple[str, str]]] = {}
+_ATTRS: dict[type, Any] = {}
 
 
 def from_core(kind: str, d: dict, engine: str = "nids") -> Record:
@@ -370,10 +371,20 @@ def from_core(kind: str, d: dict, engine: str = "nids") -> Record:
     if cls is None:
         raise ValueError(f"unknown record kind from engine: {kind!r}")
     _complete(kind, d, engine)
-    pairs = _ATTRS.get(cls)
-    if pairs is None:
-        pairs = _ATTRS[cls] = [(attr, name) for attr, name, _t, _j in _fields(cls)]
-    return cls(**{attr: d[name] for attr, name in pairs})
+    values = _ATTRS.get(cls)
+    if values is None:
+        values = _ATTRS[cls] = _values_getter(cls)
+    return cls(*values(d))
+
+
+def _values_getter(cls: type):
+    """d -> the values of cls's fields, in the dataclass's order (positional arguments are
+    several times faster to pass than ~50 keywords)."""
+    fields = _fields(cls)
+    if [f.name for f in dataclasses.fields(cls)] != [attr for attr, _n, _t, _j in fields]:
+        raise AssertionError(f"schema: {cls.__name__}'s fields are not in dataclass order")
+    get = itemgetter(*[name for _a, name, _t, _j in fields])
+    return get if len(fields) > 1 else (lambda d: (get(d),))
 
 
 _DROP: dict[type, tuple[str, ...]] = {}

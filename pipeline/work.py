@@ -129,6 +129,31 @@ def clip_bodies(rec, limit: int):
     return dataclasses.replace(rec, **ch) if ch else rec
 
 
+def clip_batch(batch, limit: int):
+    """clip_bodies for a columnar batch of HTTP transactions (other batches as they are)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    names = batch.schema.names
+    body_cols = (("c2scribe.http.request.body.content", "c2scribe.http.request.body.truncated"),
+                 ("c2scribe.http.response.body.content",
+                  "c2scribe.http.response.body.truncated"))
+    cols = dict(zip(names, batch.columns))
+    changed = False
+    for body, flag in body_cols:
+        if body not in cols:
+            return batch
+        lens = pc.binary_length(cols[body])
+        if (pc.max(lens).as_py() or 0) <= limit:
+            continue
+        over = pc.fill_null(pc.greater(lens, limit), False)
+        cols[body] = pc.binary_slice(cols[body], 0, limit)
+        cols[flag] = pc.or_(cols[flag], over)
+        changed = True
+    if not changed:
+        return batch
+    return pa.RecordBatch.from_arrays([cols[n] for n in names], schema=batch.schema)
+
+
 # ------------------------------------------------------------------------------------ sinks
 
 class JsonlUnitSink:
@@ -311,7 +336,7 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
     indexing, not the files."""
     from c2scribe.capture import run_chain
     from c2scribe.engine import Engine
-    from c2scribe.schema import CaptureError, Record, StreamChunk
+    from c2scribe.schema import CaptureError, Connection, HttpTransaction, Record, StreamChunk
 
     t0 = time.monotonic()
     es_summary = None
@@ -333,13 +358,16 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
         if decoders:
             from c2scribe.decoders import DecoderRunner, load
             runner = DecoderRunner([load(spec) for spec in decoders])
-        # no decoders: the C engine writes the JSON documents itself, or (Parquet, not
-        # indexed) builds the Arrow columns of connections and transactions
+        # no decoders: the C engine writes the JSON documents itself; Parquet, not indexed:
+        # it builds the Arrow columns of connections and transactions (and Record objects
+        # for the decoders)
         fast = runner is None and fmt == "jsonl"
-        columns = runner is None and fmt == "parquet" and indexer is None
+        columns = fmt == "parquet" and indexer is None
         engine = Engine(engine_options(bool(runner), body_keep, unit, settings), jsonl=fast,
-                        columns=columns, bodies=(fast or columns) and bodies,
+                        columns=columns, with_records=runner is not None,
+                        bodies=(fast or columns) and bodies,
                         stream_chunks=bool(runner and runner.wants_stream_chunks))
+        stored_as_batches = (Connection, HttpTransaction) if columns else ()
         if fast:
             for dataset, doc in run_chain(engine, unit.files):
                 if dataset == CaptureError.dataset:
@@ -367,14 +395,15 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
 
             for rec in run_chain(engine, unit.files):
                 if columns and not isinstance(rec, Record):      # a RecordBatch
-                    sink.write_batch(rec)
+                    sink.write_batch(clip_batch(rec, limit) if runner else rec)
                     continue
                 if isinstance(rec, CaptureError):
                     errors.setdefault(rec.file, rec)
                 if runner is not None:
                     for msg in runner.feed(rec):
                         emit(msg)
-                emit(rec)
+                if not isinstance(rec, stored_as_batches):
+                    emit(rec)
             if runner is not None:
                 for msg in runner.finish():
                     emit(msg)

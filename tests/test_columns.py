@@ -164,3 +164,34 @@ def test_batches_equal_record_tables_on_every_shared_capture(engine):
         rows += sum(t.num_rows for t in want.values())
     assert not differ, differ
     assert len(CAPTURES) > 600 and rows > 1500
+
+
+def test_with_records_gives_both(hostile_capture):
+    """with_records=True (decoders with the Parquet sink): the same batches, and the same
+    Record objects as the Record mode, stream chunks included."""
+    files = [str(hostile_capture)]
+    opts = dict(body_keep=1 << 20, stream_keep=4096)
+    recs = list(run_chain(Engine(stream_chunks=True, **opts), files))
+    out = list(run_chain(Engine(columns=True, with_records=True, bodies=True, batch_rows=2,
+                                stream_chunks=True, **opts), files))
+    assert [r for r in out if not isinstance(r, pa.RecordBatch)] == recs
+    want, got, _o, _w = both_ways(files, batch_rows=2, **opts)
+    batches = [b for b in out if isinstance(b, pa.RecordBatch)]
+    for cls in COLUMNAR:
+        t = pa.Table.from_batches([b for b in batches if b.schema.equals(
+            arrow_schema(cls), check_metadata=True)], schema=arrow_schema(cls))
+        assert t.equals(got[cls]) and t.equals(want[cls])
+
+
+@pytest.mark.parametrize("limit", [0, 1, 100, 5999, 1 << 20])
+def test_clip_batch_is_clip_bodies(hostile_capture, limit):
+    from pipeline.work import clip_batch, clip_bodies
+    files = [str(hostile_capture)]
+    recs = [r for r in run_chain(Engine(body_keep=1 << 20), files)
+            if isinstance(r, HttpTransaction)]
+    want = records_to_table(HttpTransaction, [clip_bodies(r, limit) for r in recs], bodies=True)
+    out = [b for b in run_chain(Engine(body_keep=1 << 20, columns=True, bodies=True), files)
+           if isinstance(b, pa.RecordBatch) and b.schema.equals(arrow_schema(HttpTransaction),
+                                                                 check_metadata=True)]
+    got = pa.Table.from_batches([clip_batch(b, limit) for b in out])
+    assert got.equals(want)

@@ -212,6 +212,7 @@ struct cs_engine {
                                    * columnar batches' */
     cs_table **tables;            /* columnar batches, by kind (the others: dicts) */
     int ntables;
+    int dual;                     /* ... and dicts of those kinds too (decoders need them) */
     size_t batch_rows, batch_bytes;   /* a batch is emitted at this many rows or bytes */
     long schema_version;
     void *http_cfg;               /* htp_cfg_t */

@@ -129,7 +129,7 @@ int cs_rec_begin(cs_engine *e, cs_rec *r, const char *kind)
     r->e = e;
     r->t = e->ntables ? cs_table_of(e, kind) : NULL;
     r->json = e->json && !r->t;
-    if (!r->json && !r->t) {
+    if (!r->json && (!r->t || e->dual)) {      /* dual: the dict too, for decoders */
         r->d = cs_record_dict();
         if (!r->d) r->err = 1;
     }
@@ -139,16 +139,16 @@ int cs_rec_begin(cs_engine *e, cs_rec *r, const char *kind)
 void cs_rec_null(cs_rec *r, const char *k)
 {
     if (r->t) cs_col_null(r, k);
-    else if (r->json) { key(r, k); puts0(r, "null"); }
-    else dict_set(r, k, Py_NewRef(Py_None));
+    if (r->json) { key(r, k); puts0(r, "null"); }
+    else if (r->d) dict_set(r, k, Py_NewRef(Py_None));
 }
 
 void cs_rec_str(cs_rec *r, const char *k, const void *s, size_t n)
 {
     if (!s) { cs_rec_null(r, k); return; }
     if (r->t) cs_col_str(r, k, s, n);
-    else if (r->json) { key(r, k); put_json_string(r, s, n); }
-    else dict_set(r, k, cs_str(s, n));
+    if (r->json) { key(r, k); put_json_string(r, s, n); }
+    else if (r->d) dict_set(r, k, cs_str(s, n));
 }
 
 void cs_rec_cstr(cs_rec *r, const char *k, const char *s)
@@ -159,19 +159,19 @@ void cs_rec_cstr(cs_rec *r, const char *k, const char *s)
 void cs_rec_int(cs_rec *r, const char *k, long long v)
 {
     if (r->t) cs_col_int(r, k, v);
-    else if (r->json) {
+    if (r->json) {
         char tmp[32];
         key(r, k);
         snprintf(tmp, sizeof tmp, "%lld", v);
         puts0(r, tmp);
-    } else dict_set(r, k, PyLong_FromLongLong(v));
+    } else if (r->d) dict_set(r, k, PyLong_FromLongLong(v));
 }
 
 void cs_rec_bool(cs_rec *r, const char *k, int v)
 {
     if (r->t) cs_col_bool(r, k, v);
-    else if (r->json) { key(r, k); puts0(r, v ? "true" : "false"); }
-    else dict_set(r, k, PyBool_FromLong(v));
+    if (r->json) { key(r, k); puts0(r, v ? "true" : "false"); }
+    else if (r->d) dict_set(r, k, PyBool_FromLong(v));
 }
 
 void cs_iso(int64_t us, char out[32])
@@ -188,14 +188,14 @@ void cs_iso(int64_t us, char out[32])
 void cs_rec_ts(cs_rec *r, const char *k, int64_t us)
 {
     if (r->t) cs_col_int(r, k, us);
-    else if (r->json) {
+    if (r->json) {
         char iso[32];
         cs_iso(us, iso);
         key(r, k);
         putc1(r, '"');
         puts0(r, iso);
         putc1(r, '"');
-    } else dict_set(r, k, PyLong_FromLongLong(us));
+    } else if (r->d) dict_set(r, k, PyLong_FromLongLong(us));
 }
 
 /* Kept content (bodies, stream bytes): bytes in dicts; in jsonl only with --bodies, base64;
@@ -205,9 +205,9 @@ void cs_rec_bytes(cs_rec *r, const char *k, const void *p, size_t n, int present
     if (r->t) {
         if (present && r->e->json_bodies) cs_col_str(r, k, n ? p : "", n);
         else cs_col_null(r, k);
-        return;
+        if (!r->d) return;
     }
-    if (!r->json) {
+    if (r->d) {
         dict_set(r, k, present ? PyBytes_FromStringAndSize(p, n) : Py_NewRef(Py_None));
         return;
     }
@@ -229,19 +229,19 @@ void cs_rec_list_begin(cs_rec *r, const char *k)
     r->items = 0;
     r->list_key = k;
     if (r->t) cs_col_list_begin(r, k);
-    else if (r->json) { key(r, k); putc1(r, '['); }
-    else if (!r->err && !(r->list = PyList_New(0))) r->err = 1;
+    if (r->json) { key(r, k); putc1(r, '['); }
+    else if (r->d && !r->err && !(r->list = PyList_New(0))) r->err = 1;
 }
 
 void cs_rec_item(cs_rec *r, const void *s, size_t n)
 {
-    if (r->t) { cs_col_item(r, s, n); return; }
+    if (r->t) cs_col_item(r, s, n);
     if (r->json) {
         if (r->items++) putc1(r, ',');
         put_json_string(r, s, n);
         return;
     }
-    if (r->err) return;
+    if (!r->d || r->err) return;
     PyObject *v = cs_str(s, n);
     if (!v || PyList_Append(r->list, v)) r->err = 1;
     Py_XDECREF(v);
@@ -249,7 +249,7 @@ void cs_rec_item(cs_rec *r, const void *s, size_t n)
 
 void cs_rec_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn)
 {
-    if (r->t) { cs_col_pair(r, a, an, b, bn); return; }
+    if (r->t) cs_col_pair(r, a, an, b, bn);
     if (r->json) {
         if (r->items++) putc1(r, ',');
         putc1(r, '[');
@@ -259,7 +259,7 @@ void cs_rec_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn)
         putc1(r, ']');
         return;
     }
-    if (r->err) return;
+    if (!r->d || r->err) return;
     PyObject *x = cs_str(a, an), *y = cs_str(b, bn);
     PyObject *t = x && y ? PyTuple_Pack(2, x, y) : NULL;
     if (!t || PyList_Append(r->list, t)) r->err = 1;
@@ -270,7 +270,7 @@ void cs_rec_pair(cs_rec *r, const void *a, size_t an, const void *b, size_t bn)
 
 void cs_rec_list_end(cs_rec *r)
 {
-    if (r->t) { cs_col_list_end(r); return; }
+    if (r->t) cs_col_list_end(r);
     if (r->json) { putc1(r, ']'); return; }
     if (r->list) dict_set(r, r->list_key, r->list);
     r->list = NULL;
@@ -280,7 +280,10 @@ void cs_rec_list_end(cs_rec *r)
 void cs_rec_end(cs_rec *r, const char *kind, const char *dataset_key, int64_t timestamp_us)
 {
     cs_engine *e = r->e;
-    if (r->t) { cs_col_end(r); return; }
+    if (r->t) {
+        cs_col_end(r);
+        if (!r->d) return;
+    }
     if (r->json) {
         if (timestamp_us == INT64_MIN) cs_rec_null(r, "@timestamp");
         else cs_rec_ts(r, "@timestamp", timestamp_us);
