@@ -337,14 +337,14 @@ def get_data(args) -> tuple[str, dict]:
 # --------------------------------------------------------------------------- child modes
 
 def child_engine(argv) -> int:
-    """`_engine MODE GLOB BODY_KEEP`: the bare engine over each planned unit (MODE records,
-    jsonl or columns), or with MODE unit-parquet / unit-jsonl the pipeline's whole unit work without
+    """`_engine MODE GLOB BODY_KEEP [DECODER...]`: the bare engine over each planned unit
+    (MODE records, jsonl or columns), or with MODE unit-parquet / unit-jsonl the pipeline's whole unit work without
     Beam (pipeline.work.process_unit, in this process, into a temporary directory); a JSON
     summary on stdout."""
     import c2scribe.engine as ce
     from c2scribe.capture import run_chain
     from pipeline.units import plan
-    mode, pattern, body_keep = argv[0], argv[1], int(argv[2])
+    mode, pattern, body_keep, decoders = argv[0], argv[1], int(argv[2]), argv[3:]
     units = plan([pattern])
     if mode.startswith("unit-"):
         from pipeline.work import process_unit
@@ -352,7 +352,7 @@ def child_engine(argv) -> int:
         try:
             sums = []
             for u in units:
-                sums.append(process_unit(u, out_dir, [], mode[5:], body_keep)[1])
+                sums.append(process_unit(u, out_dir, decoders, mode[5:], body_keep)[1])
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         json.dump({"mode": mode, "units": sums}, sys.stdout)
@@ -637,7 +637,8 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
         fd, out_path = tempfile.mkstemp(prefix="pbench-engine-", suffix=".json")
         with os.fdopen(fd, "w+b") as out:
             res = measure([py, os.path.abspath(__file__), "_engine", row.fmt, pattern,
-                           str(args.body_keep_value)],
+                           str(args.body_keep_value)]
+                          + (args.decoder if row.fmt.startswith("unit-") else []),
                           stdout=out, stderr_path=err_path, timeout=args.timeout)
             out.seek(0)
             text = out.read()
@@ -672,6 +673,8 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
     run_args = ["--input", pattern, "--output", out_dir, "--format", row.fmt,
                 "--workers", str(row.workers)]
     run_args += ["--body-keep", str(args.body_keep_value)]
+    for d in args.decoder:
+        run_args += ["--decoder", d]
     argv = c2scribe_base(args.c2scribe_cmd) + ["run"] + run_args
     env, site_dir, mark = None, None, None
     if row.experiment == "in-memory":
@@ -889,6 +892,9 @@ def main(argv=None) -> int:
     ap.add_argument("--experiment", action="append", default=[], metavar="NAME",
                     help="add EXPERIMENT rows (patched pipeline.run, not the product): "
                     + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
+    ap.add_argument("--decoder", action="append", default=[], metavar="NAME",
+                    help="decoders for the units and run rows (the engine rows have none: "
+                         "the 70 %% target then compares with the engine without decoders)")
     ap.add_argument("--body-keep", type=int, default=None, metavar="BYTES",
                     help="HTTP body bytes kept per message, for run and engine rows alike "
                     "(default: `c2scribe run`'s default)")
@@ -931,7 +937,7 @@ def main(argv=None) -> int:
                                                   * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "repeat": args.repeat, "load_average_start": os.getloadavg(),
         "python": platform.python_version(), "c2scribe_cmd": args.c2scribe_cmd,
-        "body_keep": args.body_keep_value, "git": git_state(),
+        "body_keep": args.body_keep_value, "decoders": args.decoder, "git": git_state(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
