@@ -23,7 +23,8 @@ take turns, so a burst of other load hits one run, not every run of one row):
                     Parquet sink takes), batches dropped; the 70 % target compares a worker
                     with the fastest of the three engine rows
   units-FORMAT      the pipeline's unit work without Beam: pipeline.work.process_unit over
-                    each unit, one after the other in one process, writing the same files
+                    each unit, one after the other in one process (with the unit processes' GC
+                    settings), writing the same files
                     (what Beam adds is the difference to run-FORMAT-w1)
   transcript        `c2scribe transcript --format jsonl UNIT-FILES > /dev/null`, once per unit
                     (times and CPU summed, RSS the largest)
@@ -347,7 +348,9 @@ def child_engine(argv) -> int:
     mode, pattern, body_keep, decoders = argv[0], argv[1], int(argv[2]), argv[3:]
     units = plan([pattern])
     if mode.startswith("unit-"):
+        from pipeline.sandbox import tune_gc
         from pipeline.work import process_unit
+        tune_gc()                                   # as in the unit processes
         out_dir = tempfile.mkdtemp(prefix="pbench-units-")
         try:
             sums = []

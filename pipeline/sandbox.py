@@ -142,6 +142,15 @@ def run_isolated(sandbox: UnitProcess, unit, output: str, decoders, fmt: str,
     return failed_status(unit, output, f"unit failed {attempts} times: {why}")
 
 
+def tune_gc() -> None:
+    """Records hold no reference cycles, but a unit allocates millions of them and every
+    700 allocations Python's collector walks the young ones (and, often, the row groups the
+    Parquet writer buffers): ~8 % of a unit's time. Collect less often, not never, so that a
+    decoder making cyclic garbage stays bounded; what was imported is frozen."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 def main() -> None:
     """The child: units in on stdin, results out on stdout; stdout is kept for the protocol
     (anything printed goes to stderr)."""
@@ -150,12 +159,7 @@ def main() -> None:
     import c2scribe.capture  # noqa: F401
     import c2scribe.engine  # noqa: F401
     import transforms.parquet  # noqa: F401
-    # Records hold no reference cycles, but a unit allocates millions of them and every
-    # 700 allocations Python's collector walks the young ones (and, often, the row groups
-    # the Parquet writer buffers): ~8 % of a unit's time. Collect less often, not never, so
-    # a decoder that makes cyclic garbage stays bounded.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    tune_gc()
     inp, out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
