@@ -20,9 +20,10 @@ from . import _core
 from .errors import ConfigError
 from .render.jsonl import dumps
 from .schema import (_DATASET, CORE_KEYS, SCHEMA_VERSION, CaptureError, Connection, EngineWarning,
-                     HttpTransaction, Record, from_core, json_from_core)
+                     Record, from_core, json_from_core)
 
 _core.set_key_names(CORE_KEYS, SCHEMA_VERSION)
+_COLUMNAR = ("connection", "http")      # the kinds Engine(columns=True) gives as batches
 
 ENGINES = ("native", "nids")
 #: Overlap policies (Suricata's host-os-policy names) for TCP segments and IP fragments.
@@ -193,7 +194,7 @@ class Engine:
         self.columns = columns and not jsonl
         if self.columns:
             from .arrow import core_columns
-            kw["columns"] = core_columns([Connection, HttpTransaction])
+            kw["columns"] = core_columns([_DATASET[k] for k in _COLUMNAR])
             kw.update(batch_rows=batch_rows, batch_bytes=batch_bytes, dual=with_records)
         try:
             records = not jsonl and (with_records or not columns)
@@ -215,8 +216,8 @@ class Engine:
             for kind, d in raw:
                 if isinstance(d, tuple):
                     out.append(self._batch(kind, d))
-                else:
-                    out.append(from_core(kind, d, self.name))
+                else:                   # the C side derived the fields of its columnar kinds
+                    out.append(from_core(kind, d, self.name, derived=kind in _COLUMNAR))
         elif self.documents:
             for kind, d in raw:
                 if kind == "connection" and not d["c2scribe.connection.reassembled"]:

@@ -365,12 +365,14 @@ def _complete(kind: str, d: dict, engine: str) -> None:
 _ATTRS: dict[type, Any] = {}
 
 
-def from_core(kind: str, d: dict, engine: str = "nids") -> Record:
-    """Build a record from a dict made by the C engine (keys: external names)."""
+def from_core(kind: str, d: dict, engine: str = "nids", derived: bool = False) -> Record:
+    """Build a record from a dict made by the C engine (keys: external names); derived: the
+    engine added the derived fields itself (as it does when it also builds columns)."""
     cls = _DATASET.get(kind)
     if cls is None:
         raise ValueError(f"unknown record kind from engine: {kind!r}")
-    _complete(kind, d, engine)
+    if not derived:
+        _complete(kind, d, engine)
     values = _ATTRS.get(cls)
     if values is None:
         values = _ATTRS[cls] = _values_getter(cls)

@@ -34,6 +34,14 @@ def both_ways(files, *, bodies=True, batch_rows=4096, batch_bytes=8 << 20, **opt
             for cls in COLUMNAR}
     out = list(run_chain(Engine(columns=True, bodies=bodies, batch_rows=batch_rows,
                                 batch_bytes=batch_bytes, **opts), files))
+    # with_records: the same batches, and the Record mode's records besides
+    dual = list(run_chain(Engine(columns=True, with_records=True, bodies=bodies,
+                                 batch_rows=batch_rows, batch_bytes=batch_bytes, **opts), files))
+    assert [r for r in dual if not isinstance(r, pa.RecordBatch)] == recs
+    dual_batches = [b for b in dual if isinstance(b, pa.RecordBatch)]
+    out_batches = [b for b in out if isinstance(b, pa.RecordBatch)]
+    assert len(dual_batches) == len(out_batches)
+    assert all(a.equals(b) for a, b in zip(dual_batches, out_batches))
     batches = [b for b in out if isinstance(b, pa.RecordBatch)]
     for b in batches:
         assert b.num_rows <= batch_rows

@@ -124,10 +124,7 @@ class DecoderRunner:
 
     def _transaction(self, tx: HttpTransaction, out: list) -> None:
         where = dict(conn_id=tx.conn_id, tx_id=tx.tx_id, file=tx.file_first, frame=tx.frame_first)
-        place = dict(conn_id=tx.conn_id, tx_id=tx.tx_id, src_ip=tx.src_ip, src_port=tx.src_port,
-                     dst_ip=tx.dst_ip, dst_port=tx.dst_port, file=tx.file_first,
-                     frame_first=tx.frame_first, frame_last=tx.frame_last)
-        head = None
+        head = place = None
         for dec in self._http:
             inst = self._instance(dec, tx.conn_id, where, out)
             if inst is _REJECTED:
@@ -135,6 +132,10 @@ class DecoderRunner:
             head = head or RequestHead.of(tx)
             if not self._want(dec, inst, head, where, out):
                 continue
+            place = place or dict(conn_id=tx.conn_id, tx_id=tx.tx_id, src_ip=tx.src_ip,
+                                  src_port=tx.src_port, dst_ip=tx.dst_ip, dst_port=tx.dst_port,
+                                  file=tx.file_first, frame_first=tx.frame_first,
+                                  frame_last=tx.frame_last)
             ctx = self._ctx[dec]
             if tx.method is not None:
                 msgs = self._call(dec, "request", inst.request, (tx, ctx), where, out)
