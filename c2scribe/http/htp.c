@@ -56,7 +56,7 @@ typedef struct cs_tx {
     EVP_MD_CTX *sha[2];
     uint64_t body_len[2];
     uint8_t *keep[2];
-    size_t keep_len[2];
+    size_t keep_len[2], keep_cap[2];
     int keep_trunc[2];
     int response_only;
     int tunnel;                   /* a CONNECT that opened a tunnel */
@@ -169,9 +169,17 @@ static int body_bytes(cs_engine *e, cs_tx *t, int dir, const uint8_t *p, size_t 
         size_t room = e->opt.body_keep - t->keep_len[dir];
         size_t take = n < room ? n : room;
         if (take) {
-            if (!t->keep[dir]) {
-                t->keep[dir] = malloc(e->opt.body_keep);
-                if (!t->keep[dir]) return HTP_ERROR;
+            /* grown as the body comes: with decoders the limit is 64 MiB, most bodies are
+             * small, and allocating the limit for each costs a mapping per body */
+            size_t need = t->keep_len[dir] + take;
+            if (need > t->keep_cap[dir]) {
+                size_t cap = t->keep_cap[dir] ? t->keep_cap[dir] : 4096;
+                while (cap < need) cap *= 2;
+                if (cap > e->opt.body_keep) cap = e->opt.body_keep;
+                uint8_t *nb = realloc(t->keep[dir], cap);
+                if (!nb) return HTP_ERROR;
+                t->keep[dir] = nb;
+                t->keep_cap[dir] = cap;
             }
             memcpy(t->keep[dir] + t->keep_len[dir], p, take);
             t->keep_len[dir] += take;
