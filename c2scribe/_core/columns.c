@@ -53,6 +53,7 @@ static int reserve(cs_buf *b, size_t n)
 
 static int put(cs_buf *b, const void *p, size_t n)
 {
+    if (!n) return 0;                        /* (an empty buffer has no memory yet) */
     if (reserve(b, n)) return -1;
     memcpy(b->p + b->len, p, n);
     b->len += n;

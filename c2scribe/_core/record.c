@@ -16,7 +16,7 @@
 
 static void put(cs_rec *r, const void *p, size_t n)
 {
-    if (r->err) return;
+    if (r->err || !n) return;
     if (r->len + n > r->cap) {
         size_t cap = r->cap ? r->cap : 2048;
         while (cap < r->len + n) cap *= 2;

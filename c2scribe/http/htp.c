@@ -863,8 +863,12 @@ static int idle(htp_tx_t *tx, int dir)
 static int end_message(cs_engine *e, cs_http *h, int dir)
 {
     htp_tx_t *tx = current_tx(h, dir);
+    size_t index = tx ? tx->index : 0;
     for (int round = 0; round < 8 && !h->stopped[dir]; round++) {
-        if (idle(tx, dir) || current_tx(h, dir) != tx) return 0;
+        /* what was fed may have completed tx, and libhtp may have freed it: tx is looked at
+         * only while it is still the current one (its address could be a new one's) */
+        htp_tx_t *cur = current_tx(h, dir);
+        if (!tx || cur != tx || cur->index != index || idle(tx, dir)) return 0;
         int prog = tx_progress(tx, dir);
         if (prog < HTP_REQUEST_BODY) {                       /* line or headers */
             const char *end = h->last[dir] == '\n' ? "\r\n" : "\r\n\r\n";
