@@ -365,9 +365,17 @@ static PyObject *col_tuple(const cs_col *c)
     return t;
 }
 
-static void table_reset(cs_table *t)
+/* Buffers are kept for the next batch, unless one value made them much larger than a batch
+ * (a body of up to 64 MiB with decoders): those are given back. */
+static void table_reset(cs_table *t, size_t batch_bytes)
 {
-    for (int i = 0; i < t->ncols; i++) col_reset(&t->cols[i]);
+    for (int i = 0; i < t->ncols; i++) {
+        cs_col *c = &t->cols[i];
+        cs_buf *bufs[] = {&c->data, &c->a_data, &c->b_data};
+        for (size_t k = 0; k < sizeof bufs / sizeof *bufs; k++)
+            if (bufs[k]->cap > 2 * batch_bytes + 65536) buf_free(bufs[k]);
+        col_reset(c);
+    }
     t->rows = t->bytes = 0;
 }
 
@@ -382,7 +390,7 @@ static void table_flush(cs_engine *e, cs_table *t)
         else PyList_SET_ITEM(cols, i, c);
     }
     PyObject *batch = cols ? Py_BuildValue("(nN)", (Py_ssize_t)t->rows, cols) : NULL;
-    table_reset(t);
+    table_reset(t, e->batch_bytes);
     if (!batch) { cs_fail(e); return; }
     cs_emit(e, t->kind, batch);
 }
@@ -404,7 +412,7 @@ void cs_col_end(cs_rec *r)
         if (c->len == t->rows) done(r, c, 0, put_null_value(c));
     }
     if (r->err) {
-        table_reset(t);
+        table_reset(t, e->batch_bytes);
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_MemoryError, "columnar record buffers");
         cs_fail(e);
         return;
