@@ -106,12 +106,15 @@ def _replace(tmp: str, path: str) -> None:
 
 
 def _write_atomic(path: str, lines: list[bytes]) -> None:
+    """Written under a temporary name, then renamed; temporary files of the same path that a
+    killed run left are removed (one unit is written by one process at a time)."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     _ensure_dir(path)
     with _create(tmp) as f:
         for b in lines:
             f.write(b + b"\n")
     _replace(tmp, path)
+    _delete(_glob(f"{glob.escape(path)}.tmp-*"))
 
 
 def clip_bodies(rec, limit: int):

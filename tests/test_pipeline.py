@@ -186,6 +186,14 @@ def test_run_clean_input_exits_zero(tmp_path):
     assert rc == 0, err
     files, units = status_of(out)
     assert len(files) == 5 and all(s["status"] == "ok" for s in files.values())
+    # a run killed while writing a unit's status leaves its temporary file: the next run of
+    # the unit removes it
+    (unit,) = (p.name[:-len(".jsonl")] for p in (out / "_status").glob("*.jsonl"))
+    stale = out / "_status" / f"{unit}.jsonl.tmp-0a2b6c05"
+    stale.write_text("half a status")
+    rc, err = run_pipeline(tmp_path, "--input", str(a / "**" / "*.pcap*"), "--output", str(out))
+    assert rc == 0, err
+    assert not stale.exists() and status_of(out)[0] == files
 
 
 @pytest.mark.parametrize("args, says", [
