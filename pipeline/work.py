@@ -117,6 +117,11 @@ def _write_atomic(path: str, lines: list[bytes]) -> None:
     _delete(_glob(f"{glob.escape(path)}.tmp-*"))
 
 
+#: HTTP transaction bodies that are clipped when stored, and the flag that says so
+CLIPPED = (("request_body", "request_body_truncated"),
+           ("response_body", "response_body_truncated"))
+
+
 def clip_bodies(rec, limit: int):
     """HTTP bodies kept past `limit` bytes are cut there (and flagged): decoders need whole
     bodies, the stored records only their first bytes (sha256 and lengths stay whole)."""
@@ -124,8 +129,7 @@ def clip_bodies(rec, limit: int):
     if not isinstance(rec, HttpTransaction):
         return rec
     ch = {}
-    for body, flag in (("request_body", "request_body_truncated"),
-                       ("response_body", "response_body_truncated")):
+    for body, flag in CLIPPED:
         v = getattr(rec, body)
         if v is not None and len(v) > limit:
             ch[body], ch[flag] = v[:limit], True
@@ -136,15 +140,15 @@ def clip_batch(batch, limit: int):
     """clip_bodies for a columnar batch of HTTP transactions (other batches as they are)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    from c2scribe.arrow import META_DATASET
+    from c2scribe.schema import HttpTransaction, fields_of
+    if batch.schema.metadata.get(META_DATASET) != HttpTransaction.dataset.encode():
+        return batch
+    ext = {attr: name for attr, name, _t, _j in fields_of(HttpTransaction)}
     names = batch.schema.names
-    body_cols = (("c2scribe.http.request.body.content", "c2scribe.http.request.body.truncated"),
-                 ("c2scribe.http.response.body.content",
-                  "c2scribe.http.response.body.truncated"))
     cols = dict(zip(names, batch.columns))
     changed = False
-    for body, flag in body_cols:
-        if body not in cols:
-            return batch
+    for body, flag in ((ext[b], ext[f]) for b, f in CLIPPED):
         lens = pc.binary_length(cols[body])
         if (pc.max(lens).as_py() or 0) <= limit:
             continue

@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import os
 import random
-import struct
 import sys
 import tempfile
 import time
 
 
-def records(data: bytes):
-    """(header, frame) of a little-endian classic pcap; None for anything else."""
-    if data[:4] != b"\xd4\xc3\xb2\xa1":
-        return None
-    out, pos = [], 24
-    while pos + 16 <= len(data):
-        n = struct.unpack_from("<I", data, pos + 8)[0]
-        out.append((data[pos:pos + 16], data[pos + 16:pos + 16 + n]))
-        pos += 16 + n
-    return data[:24], out
-
-
-def mutate(rng: random.Random, ghdr: bytes, recs: list) -> bytes:
+def mutate(rng: random.Random, recs: list) -> list:
     recs = list(recs)
     for _ in range(rng.randint(1, 8)):
         op = rng.random()
@@ -47,13 +34,14 @@ def mutate(rng: random.Random, ghdr: bytes, recs: list) -> bytes:
             recs[i], recs[i + 1] = recs[i + 1], recs[i]
         if not recs:
             break
-    return ghdr + b"".join(h + f for h, f in recs)
+    return recs
 
 
 def main(budget: float, shared: str | None) -> int:
     from c2scribe.capture import run_chain
     from c2scribe.engine import Engine
     from c2scribe.samples import write_samples
+    from helpers import read_pcap, write_pcap
     seeds = []
     tmp = tempfile.mkdtemp(prefix="asan-mutate-")
     paths = write_samples(tmp)
@@ -62,10 +50,12 @@ def main(budget: float, shared: str | None) -> int:
             paths += [os.path.join(root, f) for f in files if f.endswith(".pcap")
                       and ("http" in root.lower() or "http" in f.lower())]
     for p in paths:
-        with open(p, "rb") as f:
-            got = records(f.read())
-        if got and got[1]:
-            seeds.append(got)
+        try:
+            ghdr, bo, recs = read_pcap(p)
+        except ValueError:                          # pcapng, compressed: not mutated here
+            continue
+        if recs:
+            seeds.append((ghdr, bo, recs))
     rng = random.Random(1)
     modes = [dict(), dict(jsonl=True, bodies=True), dict(columns=True, bodies=True),
              dict(columns=True, with_records=True, bodies=True, stream_chunks=True),
@@ -73,9 +63,8 @@ def main(budget: float, shared: str | None) -> int:
     end, rounds = time.monotonic() + budget, 0
     path = os.path.join(tmp, "m.pcap")
     while time.monotonic() < end:
-        ghdr, recs = seeds[rng.randrange(len(seeds))]
-        with open(path, "wb") as f:
-            f.write(mutate(rng, ghdr, recs))
+        ghdr, bo, recs = seeds[rng.randrange(len(seeds))]
+        write_pcap(path, ghdr, bo, mutate(rng, recs))
         kw = dict(modes[rounds % len(modes)])
         kw.setdefault("body_keep", rng.choice([0, 100, 1 << 16]))
         for _ in run_chain(Engine(stream_keep=rng.choice([0, 4096]), **kw), [path]):
