@@ -4,7 +4,7 @@ r"""Pipeline benchmark: `c2scribe run` with 1 and 2 workers against the bare eng
     python bench/run_pipeline_bench.py                          # ~1 GB, large profile, 8 sensors
     python bench/run_pipeline_bench.py --size 200M --repeat 2 --json out.json
     python bench/run_pipeline_bench.py --data /tmp/pb --profile small --size 1G --check-targets
-    python bench/run_pipeline_bench.py --experiment gc-off      # + patched runs (see below)
+    python bench/run_pipeline_bench.py --experiment processes   # + the old local mode
 
 Data: --sensors directories (default 8) of a rotation of capture files each, written by
 bench/gen_captures.py (one seed per sensor, --split-mb MB per file), so `c2scribe run` plans one
@@ -29,8 +29,8 @@ take turns, so a burst of other load hits one run, not every run of one row):
   transcript        `c2scribe transcript --format jsonl UNIT-FILES > /dev/null`, once per unit
                     (times and CPU summed, RSS the largest)
   run-FORMAT-wN     `c2scribe run --input DIR/*/* --output TMP --format FORMAT --workers N`
-  exp:NAME-FORMAT-wN  an EXPERIMENT, not the product: the same run with pipeline.run patched
-                    in the child process (--experiment NAME, see EXPERIMENTS)
+  exp:NAME-FORMAT-wN  an EXPERIMENT, not the product's default: the same run in another
+                    local runner mode (--experiment NAME, see EXPERIMENTS)
 
 Measured: wall s; MB/s = capture bytes (10^6) / wall; CPU s of the process tree (wait4); peak
 RSS of each process of the tree, sampled from /proc every 20 ms (VmHWM, its own peak). Beam's
@@ -83,16 +83,6 @@ LAYOUT_VERSION = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 EXPERIMENTS = {
-    "gc-off": "pipeline.work.process_unit with Python's cyclic garbage collector disabled for the "
-              "duration of each unit (gc.disable() before, gc.enable() after): the records "
-              "the Parquet writer buffers make every collection walk them all",
-    "arrow-batches": "transforms.parquet.ParquetDatasetWriter replaced (in the unit "
-                     "processes) by a subclass that turns every 4096 buffered records into an "
-                     "Arrow table and writes a row group at row_group_size rows or about 8 MB "
-                     "(row_nbytes estimate): at most 4096 Record objects live per directory, "
-                     "instead of a whole row group of them (65,536 rows or 16 MB estimated, "
-                     "several times that as Python objects); same files, names and rows",
-    "gc-off+arrow-batches": "both",
     "processes": "no patch: `c2scribe run --runner=FnApiRunner --direct_running_mode="
                  "multi_processing --direct_num_workers=N` (the local default before: one Beam "
                  "SDK worker process per worker, each with its unit child process)",
@@ -384,199 +374,6 @@ def child_engine(argv) -> int:
     return 0
 
 
-SITECUSTOMIZE = """\
-# Written by bench/run_pipeline_bench.py for one EXPERIMENT row: applies the experiment in
-# every Python process of the run (driver, Beam SDK workers, their unit child processes).
-import os as _os
-if _os.environ.get("C2SCRIBE_BENCH_EXPERIMENT"):
-    import sys as _sys
-    _sys.path.insert(0, {bench!r})
-    import run_pipeline_bench as _rpb
-    _rpb.apply_experiment(_os.environ["C2SCRIBE_BENCH_EXPERIMENT"])
-"""
-
-
-def experiment_env(name: str, mark_path: str, site_dir: str) -> dict:
-    """The environment of an EXPERIMENT row: a sitecustomize.py on PYTHONPATH."""
-    with open(os.path.join(site_dir, "sitecustomize.py"), "w") as f:
-        f.write(SITECUSTOMIZE.format(bench=HERE))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = site_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                    else "")
-    env["C2SCRIBE_BENCH_EXPERIMENT"] = name
-    env["C2SCRIBE_BENCH_MARK"] = mark_path
-    return env
-
-
-def _mark(what: str) -> None:
-    path = os.environ.get("C2SCRIBE_BENCH_MARK")
-    if path:
-        with open(path, "a") as f:
-            f.write(f"{os.getpid()} {what}\n")
-
-
-def apply_experiment(name: str) -> None:
-    """EXPERIMENT ONLY, in a process of a `c2scribe run`: patch what EXPERIMENTS describes.
-
-    The unit function (pipeline.work.process_unit, run in the workers' unit child processes)
-    is wrapped: gc-off turns the cyclic GC off for the unit; arrow-batches swaps
-    transforms.parquet.ParquetDatasetWriter for make_streaming_writer's subclass. Each unit
-    run patched appends a line to $C2SCRIBE_BENCH_MARK, so the report can show it applied.
-    """
-    parts = set(name.split("+"))
-    if not parts <= {"gc-off", "arrow-batches"}:
-        return
-    import gc
-
-    import pipeline.work as mod
-    orig = mod.process_unit
-    if getattr(orig, "_bench_experiment", None):
-        return
-    if "arrow-batches" in parts:
-        import transforms.parquet as tp
-        tp.ParquetDatasetWriter = make_streaming_writer(tp.ParquetDatasetWriter)
-
-    def patched(*a, **kw):
-        _mark(f"unit {name}")
-        was = gc.isenabled()
-        if "gc-off" in parts:
-            gc.disable()
-        try:
-            return orig(*a, **kw)
-        finally:
-            if was:
-                gc.enable()
-    patched._bench_experiment = name
-    mod.process_unit = patched
-
-
-def make_streaming_writer(base, batch: int = 4096, group_bytes: int = 8 << 20):
-    """EXPERIMENT arrow-batches: a ParquetDatasetWriter that keeps at most `batch` Record
-    objects per directory; the rest is Arrow data of the row group being filled, written to
-    the open file at row_group_size rows or about group_bytes (row_nbytes estimate). Files
-    end where the base class ends them (max_rows_per_file, max_bytes), with the same names.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import transforms.parquet as tp
-    from c2scribe.arrow import arrow_schema, records_to_table, row_nbytes
-    from c2scribe.schema import Record
-
-    class _Stream:
-        def __init__(self, cls):
-            self.cls, self.seq = cls, 0
-            self.pending, self.tables = [], []
-            self.rows = self.nbytes = self.group_rows = self.group_bytes = 0
-            self.file = self.writer = self.tmp = self.final = None
-
-    class StreamingParquetDatasetWriter(base):
-        _experiment = True
-
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self._streams = {}
-
-        def write(self, record):
-            if self._closed:
-                raise ValueError("ParquetDatasetWriter is closed")
-            cls = type(record)
-            if not isinstance(record, Record) or not cls.dataset:
-                raise TypeError(f"not a c2scribe record: {record!r:.100}")
-            key = (cls.dataset, tp.partition_date(record))
-            st = self._streams.get(key)
-            if st is None:
-                st = self._streams[key] = _Stream(cls)
-            elif st.cls is not cls:
-                raise TypeError(f"two record classes for dataset {cls.dataset}")
-            size = row_nbytes(record, bodies=self.bodies)
-            if st.rows and st.nbytes + size > self.max_bytes:
-                self._end_file(key, st)
-            st.pending.append(record)
-            st.rows += 1
-            st.nbytes += size
-            st.group_bytes += size
-            if len(st.pending) >= batch:
-                self._convert(st)
-            if (st.group_rows + len(st.pending) >= self.row_group_size
-                    or st.group_bytes >= group_bytes):
-                self._write_group(key, st)
-            if st.rows >= self.max_rows_per_file or st.nbytes >= self.max_bytes:
-                self._end_file(key, st)
-
-        def _convert(self, st):
-            if st.pending:
-                st.tables.append(records_to_table(st.cls, st.pending, bodies=self.bodies))
-                st.group_rows += len(st.pending)
-                st.pending = []
-
-        def _write_group(self, key, st):
-            self._convert(st)
-            if not st.group_rows:
-                return
-            if st.writer is None:
-                directory = self.directory(*key)
-                os.makedirs(directory, exist_ok=True)
-                st.final = os.path.join(directory, f"part-{self.unit}-{st.seq:05d}.parquet")
-                st.tmp = os.path.join(directory, f".{os.path.basename(st.final)}."
-                                      f"{os.urandom(8).hex()}.tmp")
-                st.file = open(st.tmp, "wb")
-                st.writer = pq.ParquetWriter(st.file, arrow_schema(st.cls),
-                                             compression=self.compression,
-                                             compression_level=self.compression_level)
-            table = pa.concat_tables(st.tables) if len(st.tables) > 1 else st.tables[0]
-            st.writer.write_table(table, row_group_size=self.row_group_size)
-            st.tables, st.group_rows, st.group_bytes = [], 0, 0
-
-        def _end_file(self, key, st):
-            self._write_group(key, st)
-            if st.writer is not None:
-                st.writer.close()
-                st.file.flush()
-                os.fsync(st.file.fileno())
-                st.file.close()
-                os.replace(st.tmp, st.final)
-                self._written.append(st.final)
-                st.seq += 1
-                st.writer = st.file = None
-            st.rows = st.nbytes = 0
-
-        def close(self):
-            if not self._closed:
-                for key, st in self._streams.items():
-                    if st.rows:
-                        self._end_file(key, st)
-                if self.remove_stale:
-                    self._remove_stale()
-                self._closed = True
-            return list(self._written)
-
-        def abort(self):
-            for st in self._streams.values():
-                if st.writer is not None:
-                    try:
-                        st.writer.close()
-                        st.file.close()
-                        os.unlink(st.tmp)
-                    except OSError:
-                        pass
-            self._streams.clear()
-            super().abort()
-
-    return StreamingParquetDatasetWriter
-
-
-# --------------------------------------------------------------------------- rows
-
-@dataclasses.dataclass
-class Row:
-    name: str
-    kind: str                 # engine | transcript | run
-    fmt: str | None = None
-    workers: int = 1
-    experiment: str | None = None
-    runs: list = dataclasses.field(default_factory=list)
-
-
 def build_rows(args) -> list[Row]:
     rows = []
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -679,15 +476,10 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
     for d in args.decoder:
         run_args += ["--decoder", d]
     argv = c2scribe_base(args.c2scribe_cmd) + ["run"] + run_args
-    env, site_dir, mark = None, None, None
     if row.experiment == "in-memory":
         argv += IN_MEMORY_ARGS
     elif row.experiment == "processes":
         argv += PROCESSES_ARGS + [f"--direct_num_workers={row.workers}"]
-    elif row.experiment:
-        site_dir = tempfile.mkdtemp(prefix="pbench-site-")
-        mark = os.path.join(site_dir, "applied.txt")
-        env = experiment_env(row.experiment, mark, site_dir)
     if row.experiment == "in-memory":
         is_worker = lambda cmd, root: root                      # noqa: E731
     elif row.experiment == "processes":                         # SDK worker + unit process
@@ -695,21 +487,13 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
     else:            # Beam's workers are threads of the driver: a worker is a unit process
         is_worker = lambda cmd, root: "pipeline.sandbox" in cmd  # noqa: E731
     try:
-        res = measure(argv, is_worker=is_worker, env=env, stderr_path=err_path,
+        res = measure(argv, is_worker=is_worker, stderr_path=err_path,
                       timeout=args.timeout)
         status = read_status(out_dir)
         res["output_mb"] = dir_bytes(out_dir) / 1e6
-        if mark:
-            try:
-                with open(mark) as f:
-                    res["experiment_units_patched"] = len(f.read().splitlines())
-            except OSError:
-                res["experiment_units_patched"] = 0
     finally:
         if not args.keep_output:
             shutil.rmtree(out_dir, ignore_errors=True)
-        if site_dir:
-            shutil.rmtree(site_dir, ignore_errors=True)
     res["units_s"] = sum(u.get("seconds", 0) for u in status)
     if status:
         # from the run's start to the first unit's start, and from the last unit's end to
@@ -893,7 +677,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts for run rows")
     ap.add_argument("--formats", default="jsonl,parquet", help="formats for run rows")
     ap.add_argument("--experiment", action="append", default=[], metavar="NAME",
-                    help="add EXPERIMENT rows (patched pipeline.run, not the product): "
+                    help="add EXPERIMENT rows (other local runner modes): "
                     + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
     ap.add_argument("--decoder", action="append", default=[], metavar="NAME",
                     help="decoders for the units and run rows (the engine rows have none: "
@@ -971,8 +755,6 @@ def main(argv=None) -> int:
                 r["stderr_tail"] = tail(err_path, 8)
             row.runs.append(r)
             wk = ", ".join(f"{w['peak_mb']:.0f}" for w in r["workers"])
-            if "experiment_units_patched" in r:
-                wk += f"] [{r['experiment_units_patched']} units patched"
             print(f" {r['wall_s']:.2f}s  {size / 1e6 / r['wall_s']:.1f} MB/s  worker MB [{wk}]  "
                   f"load {r['load_1m']:.2f} other {r['other_cores']:.2f}  exit {r['exit']}",
                   flush=True)

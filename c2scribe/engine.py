@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from . import _core
 from .errors import ConfigError
 from .render.jsonl import dumps
-from .schema import (_DATASET, CORE_KEYS, SCHEMA_VERSION, CaptureError, Connection, EngineWarning,
-                     Record, from_core, json_from_core)
+from .schema import (_DATASET, CORE_KEYS, SCHEMA_VERSION, CaptureError, Connection,
+                     ConnectionEnd, EngineWarning, Record, from_core, json_from_core)
 
 _core.set_key_names(CORE_KEYS, SCHEMA_VERSION)
 _COLUMNAR = ("connection", "http")      # the kinds Engine(columns=True) gives as batches
@@ -175,14 +175,19 @@ class Engine:
     pyarrow RecordBatches of their ``arrow_schema`` (``batch_rows`` rows or ``batch_bytes``
     of data at most, the last ones at ``finish()``), the other records as Record objects: the
     Parquet sink's fast path; with ``with_records=True`` the connections and transactions come
-    as Record objects too (for decoders, while the batches are stored). ``bodies``: kept
-    content in the jsonl documents and the batches.
+    as Record objects too (for decoders, while the batches are stored), and with
+    ``select`` only those a decoder may want: a transaction becomes a Record when
+    ``select(conn_id, index, file, frame, method, uri, host, path, headers,
+    x_forwarded_for, user_agent, src_ip, src_port, dst_ip, dst_port)`` (what a decoder's
+    RequestHead holds; DecoderRunner.select) is true, when it is reported, and a connection
+    comes only as a ConnectionEnd. ``bodies``: kept content in the jsonl documents and the
+    batches.
     """
 
     def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
                  jsonl: bool = False, bodies: bool = False, stream_chunks: bool = False,
                  columns: bool = False, batch_rows: int = 4096, batch_bytes: int = 8 << 20,
-                 with_records: bool = False, **overrides):
+                 with_records: bool = False, select=None, **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
         self.options = opts
         self.name = opts.engine
@@ -196,6 +201,8 @@ class Engine:
             from .arrow import core_columns
             kw["columns"] = core_columns([_DATASET[k] for k in _COLUMNAR])
             kw.update(batch_rows=batch_rows, batch_bytes=batch_bytes, dual=with_records)
+            if with_records and select is not None:
+                kw["select"] = select
         try:
             records = not jsonl and (with_records or not columns)
             self._core = _core.Engine(**kw, json=jsonl, json_bodies=bodies,
@@ -216,6 +223,8 @@ class Engine:
             for kind, d in raw:
                 if isinstance(d, tuple):
                     out.append(self._batch(kind, d))
+                elif kind == "connection_end":
+                    out.append(ConnectionEnd(d))
                 else:                   # the C side derived the fields of its columnar kinds
                     out.append(from_core(kind, d, self.name, derived=kind in _COLUMNAR))
         elif self.documents:

@@ -257,6 +257,14 @@ class StreamChunk(Record):
     gap_before: int = F("c2scribe.stream.gap_before", "int", default=0)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionEnd:
+    """A connection ended whose record went to storage as a columnar batch row: all a
+    decoder runner needs of it (``Engine(columns=True, with_records=True, select=...)``).
+    Not a record: never stored."""
+    conn_id: str
+
+
 @dataclass(slots=True)
 class C2Message(Record):
     """One C2 message a decoder found: a check-in, a command, its output, a file ...

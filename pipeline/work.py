@@ -343,7 +343,8 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
     indexing, not the files."""
     from c2scribe.capture import run_chain
     from c2scribe.engine import Engine
-    from c2scribe.schema import CaptureError, Connection, HttpTransaction, Record, StreamChunk
+    from c2scribe.schema import (CaptureError, Connection, ConnectionEnd, HttpTransaction,
+                                 Record, StreamChunk)
 
     t0 = time.monotonic()
     es_summary = None
@@ -366,15 +367,16 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
             from c2scribe.decoders import DecoderRunner, load
             runner = DecoderRunner([load(spec) for spec in decoders])
         # no decoders: the C engine writes the JSON documents itself; Parquet, not indexed:
-        # it builds the Arrow columns of connections and transactions (and Record objects
-        # for the decoders)
+        # it builds the Arrow columns of connections and transactions, and Record objects
+        # only of the transactions a decoder wants (its want() is asked as they are reported)
         fast = runner is None and fmt == "jsonl"
         columns = fmt == "parquet" and indexer is None
         engine = Engine(engine_options(bool(runner), body_keep, unit, settings), jsonl=fast,
                         columns=columns, with_records=runner is not None,
+                        select=runner.select if runner is not None else None,
                         bodies=(fast or columns) and bodies,
                         stream_chunks=bool(runner and runner.wants_stream_chunks))
-        stored_as_batches = (Connection, HttpTransaction) if columns else ()
+        stored_as_batches = (Connection, HttpTransaction, ConnectionEnd) if columns else ()
         if fast:
             for dataset, doc in run_chain(engine, unit.files):
                 if dataset == CaptureError.dataset:
@@ -401,7 +403,7 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                     indexer.add(rec)
 
             for rec in run_chain(engine, unit.files):
-                if columns and not isinstance(rec, Record):      # a RecordBatch
+                if columns and not isinstance(rec, (Record, ConnectionEnd)):  # a RecordBatch
                     sink.write_batch(clip_batch(rec, limit) if runner else rec)
                     continue
                 if isinstance(rec, CaptureError):

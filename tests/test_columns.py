@@ -15,7 +15,8 @@ import pytest
 from c2scribe.arrow import arrow_schema, records_to_table
 from c2scribe.capture import run_chain
 from c2scribe.engine import ENGINES, Engine
-from c2scribe.schema import Connection, EngineWarning, HttpTransaction
+from c2scribe.decoders.api import RequestHead
+from c2scribe.schema import Connection, ConnectionEnd, EngineWarning, HttpTransaction
 from transforms.parquet import ParquetDatasetWriter
 
 from helpers import find_testdata
@@ -42,6 +43,8 @@ def both_ways(files, *, bodies=True, batch_rows=4096, batch_bytes=8 << 20, **opt
     out_batches = [b for b in out if isinstance(b, pa.RecordBatch)]
     assert len(dual_batches) == len(out_batches)
     assert all(a.equals(b) for a, b in zip(dual_batches, out_batches))
+    assert_selected(files, recs, out_batches, bodies=bodies, batch_rows=batch_rows,
+                    batch_bytes=batch_bytes, **opts)
     batches = [b for b in out if isinstance(b, pa.RecordBatch)]
     for b in batches:
         assert b.num_rows <= batch_rows
@@ -49,6 +52,28 @@ def both_ways(files, *, bodies=True, batch_rows=4096, batch_bytes=8 << 20, **opt
         arrow_schema(cls), check_metadata=True)], schema=arrow_schema(cls)) for cls in COLUMNAR}
     others = [r for r in out if not isinstance(r, pa.RecordBatch)]
     return want, got, others, [r for r in recs if type(r) not in COLUMNAR]
+
+
+def assert_selected(files, recs, batches, **kw):
+    """with_records and a selector (decoders): select() is asked with each transaction's
+    RequestHead fields, in order; the same batches; a Record of the transactions it chose
+    only, and a ConnectionEnd for each connection, where the Record mode has them."""
+    asked = []
+
+    def select(conn_id, index, file, frame, *head):
+        asked.append((conn_id, index, file, frame, RequestHead(*head, is_connect=head[0] ==
+                                                                 "CONNECT")))
+        return len(asked) % 2 == 1
+    out = list(run_chain(Engine(columns=True, with_records=True, select=select, **kw), files))
+    txs = [r for r in recs if type(r) is HttpTransaction]
+    assert asked == [(t.conn_id, t.index, t.file_first, t.frame_first, RequestHead.of(t))
+                     for t in txs]
+    got = [b for b in out if isinstance(b, pa.RecordBatch)]
+    assert len(got) == len(batches) and all(a.equals(b) for a, b in zip(got, batches))
+    chosen = {t.tx_id for t in txs[::2]}
+    assert [r for r in out if not isinstance(r, pa.RecordBatch)] == [
+        ConnectionEnd(r.conn_id) if type(r) is Connection else r for r in recs
+        if type(r) is not HttpTransaction or r.tx_id in chosen]
 
 
 def assert_equal_tables(want, got, what=""):

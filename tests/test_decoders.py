@@ -62,17 +62,28 @@ class ProxiedC2(HttpDecoder):
                         command_id=str(t["task"])) for t in tasks]
 
 
-def run(decoders, convs, **engine_kw):
-    engine = Engine(body_keep=1 << 20, **engine_kw)
+def run(decoders, convs, mode="records", **engine_kw):
+    """mode "records": the engine gives every record as an object (transcript); "select":
+    columnar batches, and objects only of the transactions the runner's select() chose
+    (c2scribe run's Parquet path)."""
     runner = DecoderRunner(decoders)
+    if mode == "select":
+        engine_kw.update(columns=True, with_records=True, select=runner.select)
+    engine = Engine(body_keep=1 << 20, **engine_kw)
     out = []
     packets = sorted((p for c in convs for p in c.packets), key=lambda p: p[0])
+
+    def feed(recs):
+        for rec in recs:
+            if not hasattr(rec, "num_rows"):           # batches are for storage only
+                out.extend(runner.feed(rec))
     for t, frame in packets:
-        for rec in engine.feed_packet(int(round(t * 1e6)), 1, frame):
-            out += runner.feed(rec)
-    for rec in engine.finish():
-        out += runner.feed(rec)
+        feed(engine.feed_packet(int(round(t * 1e6)), 1, frame))
+    feed(engine.finish())
     return out + runner.finish()
+
+
+MODES = pytest.mark.parametrize("mode", ["records", "select"])
 
 
 def proxy_conversations():
@@ -101,8 +112,10 @@ def proxy_conversations():
     return [a, b, decoy]
 
 
-def test_two_commands_in_flight_through_a_proxy_form_one_timeline():
-    msgs = [m for m in run([ProxiedC2], proxy_conversations()) if isinstance(m, C2Message)]
+@MODES
+def test_two_commands_in_flight_through_a_proxy_form_one_timeline(mode):
+    msgs = [m for m in run([ProxiedC2], proxy_conversations(), mode)
+            if isinstance(m, C2Message)]
     assert {m.agent for m in msgs} == {"A"}                # the decoy host was not selected
     assert len({m.conn_id for m in msgs}) == 2
     timeline = sorted(msgs, key=lambda m: m.ts_us)
@@ -156,8 +169,9 @@ class Raises(HttpDecoder):
         return 42          # not messages
 
 
-def test_a_raising_decoder_does_not_stop_the_run():
-    out = run([Raises, ProxiedC2], proxy_conversations())
+@MODES
+def test_a_raising_decoder_does_not_stop_the_run(mode):
+    out = run([Raises, ProxiedC2], proxy_conversations(), mode)
     errors = [r for r in out if isinstance(r, DecodeError)]
     msgs = [r for r in out if isinstance(r, C2Message)]
     assert len(msgs) == 8                      # the other decoder still works
@@ -167,6 +181,49 @@ def test_a_raising_decoder_does_not_stop_the_run():
     assert all(e.decoder == "raises" and e.decoder_version == "0.1" and e.tx_id for e in errors)
     wrong = [e for e in errors if e.hook == "response"]
     assert wrong and "returned int; a hook returns Message objects" in wrong[0].message
+
+
+class BadWant(HttpDecoder):
+    """want() raises for the connection from port 50002 and for the decoy's Host."""
+    name = "bad-want"
+
+    def __init__(self):
+        self.seen = 0
+
+    def want(self, head):
+        if head.src_port == 50002:
+            raise LookupError("no state for this port")
+        if head.host == "www.example.org":
+            raise KeyError(head.host)
+        self.seen += 1
+        return self.seen == 1                  # only the first transaction of a connection
+
+    def request(self, tx, ctx):
+        return Message("checkin", TO_OPERATOR, tx.uri, agent=tx.src_ip)
+
+
+@MODES
+def test_errors_in_want_are_reported_and_the_run_goes_on(mode):
+    out = run([BadWant, ProxiedC2], proxy_conversations(), mode)
+    errors = sorted((r for r in out if isinstance(r, DecodeError)), key=lambda e: e.error_type)
+    assert [(e.hook, e.error_type) for e in errors] == [
+        ("want", "KeyError"), ("want", "LookupError"), ("want", "LookupError")]
+    assert errors[1].conn_id == errors[2].conn_id != errors[0].conn_id
+    assert errors[1].tx_id != errors[2].tx_id
+    assert all(e.decoder == "bad-want" and e.tx_id and e.frame for e in errors)
+    mine = [m for m in out if isinstance(m, C2Message) and m.decoder == "bad-want"]
+    assert [m.text for m in mine] == ["http://c2.example/b"]     # first tx of port 50001 only
+    assert len([m for m in out if isinstance(m, C2Message) and m.decoder == "test-proxied"]) == 8
+
+
+def test_select_gives_the_same_messages_and_errors_as_records():
+    def key(r):
+        return (type(r).__name__, r.to_json(bodies=True) if isinstance(r, C2Message) else
+                (r.decoder, r.hook, r.error_type, r.message, r.tx_id, r.file, r.frame))
+    for decoders in ([ProxiedC2], [Raises, ProxiedC2], [BadWant, ProxiedC2]):
+        want = sorted(map(key, run(decoders, proxy_conversations())), key=repr)
+        assert want and sorted(map(key, run(decoders, proxy_conversations(), "select")),
+                               key=repr) == want
 
 
 def test_raising_decoder_cli_reports_and_exits_1(tmp_path):

@@ -213,6 +213,8 @@ struct cs_engine {
     cs_table **tables;            /* columnar batches, by kind (the others: dicts) */
     int ntables;
     int dual;                     /* ... and dicts of those kinds too (decoders need them) */
+    PyObject *select;             /* dual: a transaction's dict only when select(head...) is
+                                   * true; a connection's as ("connection_end", conn_id) */
     size_t batch_rows, batch_bytes;   /* a batch is emitted at this many rows or bytes */
     long schema_version;
     void *http_cfg;               /* htp_cfg_t */
@@ -285,6 +287,8 @@ typedef struct cs_rec {
     void *list_col;               /* ... the list column being filled */
 } cs_rec;
 int cs_rec_begin(cs_engine *e, cs_rec *r, const char *kind);   /* kind: as cs_rec_end's */
+/* dict 0: a columnar kind's row only, even in dual mode (a transaction select() declined) */
+int cs_rec_begin_dict(cs_engine *e, cs_rec *r, const char *kind, int dict);
 void cs_rec_null(cs_rec *r, const char *k);
 void cs_rec_str(cs_rec *r, const char *k, const void *s, size_t n);   /* s NULL: null */
 void cs_rec_cstr(cs_rec *r, const char *k, const char *s);

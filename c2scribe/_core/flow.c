@@ -288,7 +288,9 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
     if (f->http) cs_http_close(e, f);
     if (e->opt.windowed && !f->foreign) e->own_live--;
     cs_rec r;
-    if (!f->foreign && !e->py_error && cs_rec_begin(e, &r, "connection") == 0) {
+    /* with a selector, decoders get only the end of a connection stored as a batch row */
+    if (!f->foreign && !e->py_error &&
+        cs_rec_begin_dict(e, &r, "connection", !e->select) == 0) {
         cs_dir *c = &f->dir[CS_C2S], *s = &f->dir[CS_S2C];
         PyObject *ff = cs_file_name(e, f->first.file), *fl = cs_file_name(e, f->last.file);
         /* an HTTP connection's bytes are in its transactions: kept only when asked for */
@@ -347,6 +349,11 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
             cs_rec_int(&r, "duration_ns", (long long)(f->last_us - f->first_us) * 1000);
         }
         cs_rec_end(&r, "connection", "dataset:connection", f->first_us);
+        if (e->select && r.t && !r.d && !e->py_error) {
+            PyObject *id = PyUnicode_FromString(f->id);
+            if (id) cs_emit(e, "connection_end", id);
+            else cs_fail(e);
+        }
     }
     flow_free(f);
 }

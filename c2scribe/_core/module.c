@@ -5,7 +5,8 @@
  * "http" and "capture_error". Dict keys are the attribute names of c2scribe/schema.py. With
  * json=True the dicts are finished JSON documents (bytes); with columns={kind: ...} the
  * records of those kinds come as columnar batches instead, a few thousand rows at a time
- * (dual=True: as well as dicts).
+ * (dual=True: as well as dicts; with select, a callable, an "http" dict only when
+ * select(head fields...) says so, and a connection as ("connection_end", conn_id)).
  * libnids is one global state per process, and the HTTP layer reaches the engine through
  * cs_the_engine, so only one Engine may be live at a time, whichever reassembly it uses.
  */
@@ -241,7 +242,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
                              "lookahead", "preroll", "window_last_edge_us", "engine",
                              "tcp_policy", "frag_policy", "frag_timeout", "tcp_conn_max",
                              "tcp_total_max", "frag_max", "hole_timeout", "host_policies",
-                             "stream_keep_http", "columns", "batch_rows", "batch_bytes", "dual", NULL};
+                             "stream_keep_http", "columns", "batch_rows", "batch_bytes", "dual", "select", NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -255,6 +256,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     PyObject *columns = Py_None;
     Py_ssize_t batch_rows = 4096, batch_bytes = 8 << 20;
     int dual = 0;
+    PyObject *select = Py_None;
     double lookahead = 3600, preroll = 600, frag_timeout = 60, hole_timeout = 5;
     const char *engine = "nids", *tcp_policy = "bsd", *frag_policy = "first";
     Py_ssize_t conn_max = 8 << 20, total_max = (Py_ssize_t)512 << 20, frag_max = 32 << 20;
@@ -262,13 +264,17 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndOpOnnp", kwlist, &sk, &bk,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndOpOnnpO", kwlist, &sk, &bk,
                                      &pm, &bl, &tl, &idle, &est, &linger, &mf, &ns, &nh, &json,
                                      &json_bodies, &chunks, &wstart, &wend, &lookahead, &preroll,
                                      &wlast, &engine, &tcp_policy, &frag_policy, &frag_timeout,
                                      &conn_max, &total_max, &frag_max, &hole_timeout, &hosts,
-                                     &keep_http, &columns, &batch_rows, &batch_bytes, &dual))
+                                     &keep_http, &columns, &batch_rows, &batch_bytes, &dual, &select))
         return -1;
+    if (select != Py_None && (!PyCallable_Check(select) || !dual)) {
+        PyErr_SetString(PyExc_TypeError, "select must be a callable, and only with dual=True");
+        return -1;
+    }
     int native = strcmp(engine, "native") == 0;
     if (!native && strcmp(engine, "nids") != 0) {
         PyErr_Format(PyExc_ValueError, "unknown engine '%s' (nids or native)", engine);
@@ -379,6 +385,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     e->batch_rows = (size_t)batch_rows;
     e->batch_bytes = (size_t)batch_bytes;
     e->dual = dual;
+    e->select = select == Py_None ? NULL : Py_NewRef(select);
     if (columns != Py_None && cs_tables_init(e, columns)) {
         cs_tables_free(e);
         return -1;
@@ -432,6 +439,7 @@ static void Engine_dealloc(EngineObject *self)
     Py_CLEAR(self->e.out);
     Py_CLEAR(self->e.files);
     Py_CLEAR(self->e.http_log);
+    Py_CLEAR(self->e.select);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -125,11 +125,16 @@ static void dict_set(cs_rec *r, const char *k, PyObject *v)
 
 int cs_rec_begin(cs_engine *e, cs_rec *r, const char *kind)
 {
+    return cs_rec_begin_dict(e, r, kind, 1);
+}
+
+int cs_rec_begin_dict(cs_engine *e, cs_rec *r, const char *kind, int dict)
+{
     memset(r, 0, sizeof *r);
     r->e = e;
     r->t = e->ntables ? cs_table_of(e, kind) : NULL;
     r->json = e->json && !r->t;
-    if (!r->json && (!r->t || e->dual)) {      /* dual: the dict too, for decoders */
+    if (!r->json && (!r->t || (e->dual && dict))) {      /* dual: the dict too, for decoders */
         r->d = cs_record_dict();
         if (!r->d) r->err = 1;
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import traceback
 from typing import Iterable
 
-from ..schema import C2Message, Connection, DecodeError, HttpTransaction, StreamChunk
+from ..schema import C2Message, Connection, ConnectionEnd, DecodeError, HttpTransaction, StreamChunk
 from .api import (Context, ConnectionHead, Decoder, HttpDecoder, Message, RequestHead,
                   StreamDecoder)
 
@@ -34,6 +34,8 @@ class DecoderRunner:
         self._seq: dict[tuple[type, str], int] = {}
         self._last: dict[tuple[type, str], tuple] = {}      # last chunk's time and place
         self._held: dict[tuple[type, str], list] = {}       # chunks before want() decided
+        self._selected: dict[str, list] = {}                # tx_id -> decoders that want it
+        self._pending: list = []                            # select()'s DecodeErrors
         self.errors = 0
         self.messages = 0
 
@@ -113,25 +115,49 @@ class DecoderRunner:
 
     def feed(self, rec) -> list:
         """Records in (any kind, in engine order); C2Message / DecodeError records out."""
-        out: list = []
+        out, self._pending = self._pending, []            # select()'s errors first
         if isinstance(rec, HttpTransaction) and self._http:
             self._transaction(rec, out)
         elif isinstance(rec, StreamChunk) and self._stream:
             self._chunk(rec, out)
-        elif isinstance(rec, Connection):
+        elif isinstance(rec, (Connection, ConnectionEnd)):
             self._closed(rec.conn_id, out)
         return out
 
+    def select(self, conn_id: str, index: int, file, frame: int, method, uri, host, path,
+               headers, x_forwarded_for, user_agent, src_ip: str, src_port: int,
+               dst_ip: str, dst_port: int) -> bool:
+        """The engine's question when a transaction is reported: does a decoder want it
+        (``Engine(select=...)``)? Its want() calls are made here, so the transaction, if
+        it comes, goes straight to request()/response(); errors come with the next feed()."""
+        if not self._http:
+            return False
+        tx_id = f"{conn_id}-{index}"
+        where = dict(conn_id=conn_id, tx_id=tx_id, file=file, frame=frame)
+        head = RequestHead(method=method, uri=uri, host=host, path=path, headers=headers,
+                           x_forwarded_for=x_forwarded_for, user_agent=user_agent,
+                           src_ip=src_ip, src_port=src_port, dst_ip=dst_ip, dst_port=dst_port,
+                           is_connect=method == "CONNECT")
+        wanted = [dec for dec in self._http if self._wants(dec, conn_id, head, where,
+                                                           self._pending)]
+        if wanted:
+            self._selected[tx_id] = wanted
+        return bool(wanted)
+
+    def _wants(self, dec, conn_id: str, head: RequestHead, where: dict, out: list) -> bool:
+        inst = self._instance(dec, conn_id, where, out)
+        return inst is not _REJECTED and self._want(dec, inst, head, where, out)
+
     def _transaction(self, tx: HttpTransaction, out: list) -> None:
         where = dict(conn_id=tx.conn_id, tx_id=tx.tx_id, file=tx.file_first, frame=tx.frame_first)
+        selected = self._selected.pop(tx.tx_id, None)       # select() already asked want()
         head = place = None
-        for dec in self._http:
-            inst = self._instance(dec, tx.conn_id, where, out)
-            if inst is _REJECTED:
-                continue
-            head = head or RequestHead.of(tx)
-            if not self._want(dec, inst, head, where, out):
-                continue
+        for dec in self._http if selected is None else selected:
+            if selected is None:
+                head = head or RequestHead.of(tx)
+                if not self._wants(dec, tx.conn_id, head, where, out):
+                    continue
+            inst = self._inst[(dec, tx.conn_id)]
             place = place or dict(conn_id=tx.conn_id, tx_id=tx.tx_id, src_ip=tx.src_ip,
                                   src_port=tx.src_port, dst_ip=tx.dst_ip, dst_port=tx.dst_port,
                                   file=tx.file_first, frame_first=tx.frame_first,
@@ -217,7 +243,7 @@ class DecoderRunner:
     def finish(self) -> list:
         """End of input: close what is still open (the engine reports every connection, so
         normally nothing is)."""
-        out: list = []
+        out, self._pending = self._pending, []
         for conn_id in {c for _d, c in self._inst} | {c for _d, c in self._held}:
             self._closed(conn_id, out)
         return out

@@ -496,6 +496,56 @@ static void tx_free(cs_tx *t)
     free(t);
 }
 
+static PyObject *bstr_or_none(bstr *b)
+{
+    return b ? cs_str(bstr_ptr(b), bstr_len(b)) : Py_NewRef(Py_None);
+}
+
+static PyObject *header_or_none(htp_table_t *t, const char *name)
+{
+    htp_header_t *h = t ? htp_table_get_c(t, name) : NULL;
+    return bstr_or_none(h ? h->value : NULL);
+}
+
+/* Dual mode with a selector: e->select(conn_id, index, file, frame, method, uri, host, path,
+ * headers, x_forwarded_for, user_agent, src_ip, src_port, dst_ip, dst_port), the fields of
+ * a decoder's RequestHead with the values the transaction's record has (host: the
+ * record's hostname, else its host_header). 1: build its dict, 0: its columnar row only,
+ * -1: a Python error. */
+static int selected(cs_engine *e, cs_flow *f, htp_tx_t *tx, cs_tx *t, int no_request,
+                    PyObject *file)
+{
+    htp_table_t *rqh = t->lost[CS_C2S] ? NULL : tx->request_headers;
+    htp_uri_t *ru = t->lost[CS_C2S] ? NULL : tx->parsed_uri_raw;
+    bstr *host = t->lost[CS_C2S] ? NULL : tx->request_hostname;
+    if (!host || !bstr_len(host)) {
+        htp_header_t *h = rqh ? htp_table_get_c(rqh, "host") : NULL;
+        host = h ? h->value : NULL;
+    }
+    size_t n = rqh ? htp_table_size(rqh) : 0;
+    PyObject *headers = PyList_New(0);
+    for (size_t i = 0; headers && i < n; i++) {
+        htp_header_t *h = htp_table_get_index(rqh, i, NULL);
+        if (!h || !h->name || !h->value) continue;
+        PyObject *p = Py_BuildValue("(NN)", cs_str(bstr_ptr(h->name), bstr_len(h->name)),
+                                    cs_str(bstr_ptr(h->value), bstr_len(h->value)));
+        if (!p || PyList_Append(headers, p)) Py_CLEAR(headers);
+        Py_XDECREF(p);
+    }
+    if (!headers) return -1;
+    PyObject *res = PyObject_CallFunction(
+        e->select, "snOLNNNNNNNsisi", f->id, (Py_ssize_t)tx->index + 1,
+        file ? file : Py_None, (long long)t->first.frame,
+        bstr_or_none(no_request ? NULL : tx->request_method),
+        bstr_or_none(no_request ? NULL : tx->request_uri), bstr_or_none(host),
+        bstr_or_none(uri_part(ru, 0)), headers,
+        header_or_none(rqh, "x-forwarded-for"), header_or_none(rqh, "user-agent"),
+        f->ip_text[0], (int)f->port[0], f->ip_text[1], (int)f->port[1]);
+    int want = res ? PyObject_IsTrue(res) : -1;
+    Py_XDECREF(res);
+    return want;
+}
+
 static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
 {
     cs_tx *t = htp_tx_get_user_data(tx);
@@ -503,12 +553,20 @@ static void report(cs_engine *e, cs_flow *f, htp_tx_t *tx)
     htp_tx_set_user_data(tx, NULL);
     f->http_tx++;
     cs_count(e, CSC_HTTP_TRANSACTIONS);
-    cs_rec r;
-    if (e->py_error || cs_rec_begin(e, &r, "http")) { tx_free(t); return; }
     int has_response = tx->response_progress > HTP_RESPONSE_NOT_STARTED && !t->lost[CS_S2C];
     int no_request = t->response_only;
-    char sha[2][65];
     PyObject *ff = cs_file_name(e, t->first.file), *fl = cs_file_name(e, t->last.file);
+    int dict = 1;
+    cs_rec r;
+    if (!e->py_error && e->select && (dict = selected(e, f, tx, t, no_request, ff)) < 0)
+        cs_fail(e);
+    if (e->py_error || cs_rec_begin_dict(e, &r, "http", dict)) {
+        Py_XDECREF(ff);
+        Py_XDECREF(fl);
+        tx_free(t);
+        return;
+    }
+    char sha[2][65];
     cs_rec_cstr(&r, "conn_id", f->id);
     cs_rec_cstr(&r, "community_id", f->community_id);
     cs_rec_int(&r, "index", (long long)tx->index + 1);
