@@ -374,6 +374,18 @@ def child_engine(argv) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- rows
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    kind: str                 # engine | transcript | run
+    fmt: str | None = None
+    workers: int = 1
+    experiment: str | None = None
+    runs: list = dataclasses.field(default_factory=list)
+
+
 def build_rows(args) -> list[Row]:
     rows = []
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
