@@ -328,14 +328,15 @@ def get_data(args) -> tuple[str, dict]:
 # --------------------------------------------------------------------------- child modes
 
 def child_engine(argv) -> int:
-    """`_engine MODE GLOB BODY_KEEP [DECODER...]`: the bare engine over each planned unit
+    """`_engine MODE GLOB BODY_KEEP CODEC [DECODER...]`: the bare engine over each planned unit
     (MODE records, jsonl or columns), or with MODE unit-parquet / unit-jsonl the pipeline's whole unit work without
     Beam (pipeline.work.process_unit, in this process, into a temporary directory); a JSON
     summary on stdout."""
     import c2scribe.engine as ce
     from c2scribe.capture import run_chain
     from pipeline.units import plan
-    mode, pattern, body_keep, decoders = argv[0], argv[1], int(argv[2]), argv[3:]
+    mode, pattern, body_keep, codec, decoders = argv[0], argv[1], int(argv[2]), argv[3], argv[4:]
+    settings = {"parquet": {"compression": codec}} if codec != "-" else None
     units = plan([pattern])
     if mode.startswith("unit-"):
         from pipeline.sandbox import tune_gc
@@ -345,7 +346,8 @@ def child_engine(argv) -> int:
         try:
             sums = []
             for u in units:
-                sums.append(process_unit(u, out_dir, decoders, mode[5:], body_keep)[1])
+                sums.append(process_unit(u, out_dir, decoders, mode[5:], body_keep,
+                                         settings=settings)[1])
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         json.dump({"mode": mode, "units": sums}, sys.stdout)
@@ -449,7 +451,7 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
         fd, out_path = tempfile.mkstemp(prefix="pbench-engine-", suffix=".json")
         with os.fdopen(fd, "w+b") as out:
             res = measure([py, os.path.abspath(__file__), "_engine", row.fmt, pattern,
-                           str(args.body_keep_value)]
+                           str(args.body_keep_value), args.compression or "-"]
                           + (args.decoder if row.fmt.startswith("unit-") else []),
                           stdout=out, stderr_path=err_path, timeout=args.timeout)
             out.seek(0)
@@ -485,6 +487,8 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
     run_args = ["--input", pattern, "--output", out_dir, "--format", row.fmt,
                 "--workers", str(row.workers)]
     run_args += ["--body-keep", str(args.body_keep_value)]
+    if args.compression and row.fmt == "parquet":
+        run_args += ["--compression", args.compression]
     for d in args.decoder:
         run_args += ["--decoder", d]
     argv = c2scribe_base(args.c2scribe_cmd) + ["run"] + run_args
@@ -697,6 +701,9 @@ def main(argv=None) -> int:
     ap.add_argument("--body-keep", type=int, default=None, metavar="BYTES",
                     help="HTTP body bytes kept per message, for run and engine rows alike "
                     "(default: `c2scribe run`'s default)")
+    ap.add_argument("--compression", default=None, metavar="CODEC",
+                    help="Parquet codec of the units-parquet and run-parquet rows "
+                         "(`c2scribe run --compression`; default: its default, zstd)")
     ap.add_argument("--quiet-wait", type=float, default=0, metavar="S",
                     help="before each run wait up to S seconds for the machine to be quiet "
                     "(other processes using fewer than --quiet-below cores)")
@@ -737,6 +744,7 @@ def main(argv=None) -> int:
         "repeat": args.repeat, "load_average_start": os.getloadavg(),
         "python": platform.python_version(), "c2scribe_cmd": args.c2scribe_cmd,
         "body_keep": args.body_keep_value, "decoders": args.decoder, "git": git_state(),
+        "compression": args.compression or "zstd",
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
@@ -749,7 +757,8 @@ def main(argv=None) -> int:
           f"{info['transactions']} transactions")
     print(f"cpu: {info['cpu_model']}, {info['cores']} cores; best of {args.repeat}; "
           f"load average {' '.join(f'{x:.2f}' for x in info['load_average_start'])}; "
-          f"body_keep {args.body_keep_value}; tree {info['git']}")
+          f"body_keep {args.body_keep_value}; parquet {info['compression']}; "
+          f"tree {info['git']}")
     for p in (fs for fs in units_files for fs in fs):
         warm_cache(p)
 

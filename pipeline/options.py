@@ -22,6 +22,28 @@ def _window(text: str) -> float | str:
     return float(text)
 
 
+PARQUET_CODECS = ("zstd", "snappy", "lz4", "gzip", "brotli", "none")
+
+
+def parquet_settings(fmt: str, codec: str | None, level: int | None) -> dict:
+    """--compression and --compression-level checked: the Parquet writer's arguments (none
+    given: {}). ValueError with the reason."""
+    if codec is None and level is None:
+        return {}
+    if fmt != "parquet":
+        raise ValueError("--compression and --compression-level are for --format parquet")
+    codec = codec or "zstd"
+    if level is not None:
+        import pyarrow as pa
+        if codec == "none" or not pa.Codec.supports_compression_level(codec):
+            raise ValueError(f"--compression {codec} has no level")
+        lo, hi = pa.Codec.minimum_compression_level(codec), \
+            pa.Codec.maximum_compression_level(codec)
+        if not lo <= level <= hi:
+            raise ValueError(f"--compression-level for {codec} is {lo}..{hi}, not {level}")
+    return {"compression": codec, "compression_level": level}
+
+
 class C2ScribeOptions(PipelineOptions):
     """c2scribe's own options; every other option goes to Beam (--runner, ...)."""
 
@@ -48,6 +70,12 @@ class C2ScribeOptions(PipelineOptions):
         parser.add_argument("--body-keep", dest="body_keep", type=_size, default=64 << 10,
                             metavar="BYTES", help="HTTP body bytes stored per message "
                             "(sha256 and lengths are always stored; default 64k; 0: none)")
+        parser.add_argument("--compression", dest="compression", default=None,
+                            choices=PARQUET_CODECS, help="Parquet codec (default zstd; "
+                            "snappy or lz4 write faster, larger files)")
+        parser.add_argument("--compression-level", dest="compression_level", type=int,
+                            default=None, metavar="N", help="the codec's level (zstd: "
+                            "-131072..22, default 1; gzip 1..9; brotli 0..11; lz4 1..12)")
         parser.add_argument(
             "--window", dest="window", type=_window, default="auto", metavar="SECONDS|auto",
             help="cut each sensor's chain into time windows of this length, processed in "

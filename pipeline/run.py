@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from c2scribe.errors import C2ScribeError
 from c2scribe.schema import parse_iso
 
-from .options import BackfillOptions, C2ScribeOptions
+from .options import BackfillOptions, C2ScribeOptions, parquet_settings
 from .units import Unit, plan
 from .work import DATASETS, STATUS_DIR, _join, _remote, engine_options, process_unit
 
@@ -381,6 +381,12 @@ def run(argv: list[str] | None = None, progress_out=None, backfill: bool = False
     settings = {"engine": opts.engine, "tcp_policy": opts.overlap_policy,
                 "stream_keep": opts.stream_keep, "host_policies": tuple(opts.host_policy or ())}
     from c2scribe.engine import check_options
+    try:
+        settings["parquet"] = parquet_settings(opts.format, opts.compression,
+                                               opts.compression_level)
+    except ValueError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         check_options(engine_options(False, 0, None, settings))
         if opts.decoder:

@@ -227,12 +227,13 @@ class ParquetUnitSink:
     run did not write are deleted there too.
     """
 
-    def __init__(self, root: str, unit_id: str, sensor: str, bodies: bool = False):
+    def __init__(self, root: str, unit_id: str, sensor: str, bodies: bool = False,
+                 **writer):
         from transforms.parquet import ParquetDatasetWriter
         self.root, self.unit_id, self.sensor = root, unit_id, _sensor_dir(sensor)
         self._stage = tempfile.mkdtemp(prefix="c2scribe-parquet-") if _remote(root) else None
         self._w = ParquetDatasetWriter(self._stage or root, sensor=self.sensor, unit=unit_id,
-                                       bodies=bodies)
+                                       bodies=bodies, **writer)
         self.counts: dict[str, int] = {}
 
     def write_record(self, rec) -> None:
@@ -340,7 +341,8 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
     is made of, written to OUTPUT/_manifest/ once its outputs are complete (and indexed).
     `es` (a transforms.elasticsearch.EsConfig): the records are indexed as they are written;
     once all are in, the unit's documents of earlier runs are deleted. An outage stops the
-    indexing, not the files."""
+    indexing, not the files. `settings`: the run's engine settings (engine_settings) and,
+    under "parquet", the Parquet writer's codec (options.parquet_settings)."""
     from c2scribe.capture import run_chain
     from c2scribe.engine import Engine
     from c2scribe.schema import (CaptureError, Connection, ConnectionEnd, HttpTransaction,
@@ -349,7 +351,8 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
     t0 = time.monotonic()
     es_summary = None
     bodies = body_keep > 0
-    sink = (ParquetUnitSink(output, unit.unit_id, unit.sensor, bodies)
+    sink = (ParquetUnitSink(output, unit.unit_id, unit.sensor, bodies,
+                            **(settings or {}).get("parquet", {}))
             if fmt == "parquet" else JsonlUnitSink(output, unit.unit_id, bodies))
     errors: dict[str, CaptureError] = {}
     by_decoder: dict[str, int] = {}

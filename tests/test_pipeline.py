@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from helpers import find_testdata, normalise_row
@@ -207,6 +208,48 @@ def test_run_refuses_bad_engine_settings_before_work(tmp_path, args, says):
     write_samples(str(a))
     out = tmp_path / "out"
     rc, err = run_pipeline(tmp_path, "--input", str(a / "*"), "--output", str(out), *args)
+    assert rc == 2 and says in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, codec", [
+    (["--compression", "snappy"], "SNAPPY"),
+    (["--compression", "gzip", "--compression-level", "9"], "GZIP"),
+    (["--compression", "none"], "UNCOMPRESSED"),
+    (["--compression", "lz4"], "LZ4"),
+    (["--compression", "brotli", "--compression-level", "5"], "BROTLI"),
+    (["--compression-level", "7"], "ZSTD"),
+])
+def test_run_parquet_codec(tmp_path, args, codec):
+    """--compression: every column chunk in that codec; pyarrow and DuckDB read the same
+    records as the transcript gives."""
+    a = tmp_path / "in"
+    write_samples(str(a))
+    out = tmp_path / "out"
+    rc, err = run_pipeline(tmp_path, "--input", str(a / "*"), "--output", str(out),
+                           "--format", "parquet", *args)
+    assert rc == 0, err
+    files = sorted(out.rglob("*.parquet"))
+    assert files
+    for f in files:
+        md = pq.ParquetFile(f).metadata
+        assert {md.row_group(g).column(c).compression for g in range(md.num_row_groups)
+                for c in range(md.num_columns)} == {codec}, f
+    check_parquet_equals_transcript(out, tmp_path, "--bodies")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--compression", "snappy", "--compression-level", "3"], "snappy has no level"),
+    (["--compression", "gzip", "--compression-level", "12"], "for gzip is 1..9, not 12"),
+    (["--compression", "lz4", "--format", "jsonl"], "are for --format parquet"),
+    (["--compression", "xz"], "invalid choice: 'xz'"),
+])
+def test_run_refuses_bad_codec_settings(tmp_path, args, says):
+    a = tmp_path / "in"
+    write_samples(str(a))
+    out = tmp_path / "out"
+    rc, err = run_pipeline(tmp_path, "--input", str(a / "*"), "--output", str(out),
+                           "--format", "parquet", *args)
     assert rc == 2 and says in err, err
     assert not out.exists()
 
