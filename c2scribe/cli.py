@@ -443,11 +443,16 @@ def cmd_index(args) -> int:
 
 def cmd_run(args, backfill: bool = False) -> int:
     """The Beam pipeline; its own options are parsed by pipeline.run (Beam's too)."""
+    from pipeline import sandbox
     from pipeline.logs import quiet_beam
     argv = [a for a in args.argv if a != "--beam-logs"]
-    with quiet_beam(enabled=len(argv) == len(args.argv)) as tty:
-        from pipeline.run import run
-        return run(argv, progress_out=tty, backfill=backfill)
+    sandbox.prestart(argv)              # before Beam's import, which they then overlap
+    try:
+        with quiet_beam(enabled=len(argv) == len(args.argv)) as tty:
+            from pipeline.run import run
+            return run(argv, progress_out=tty, backfill=backfill)
+    finally:
+        sandbox.close_unused()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,8 +66,8 @@ class ProcessUnitFn(beam.DoFn):
         self.c = {n: Metrics.counter("c2scribe", n) for n in COUNTERS}
 
     def setup(self):
-        from .sandbox import UnitProcess
-        self.sandbox = UnitProcess(self.unit_timeout) if self.isolate else None
+        from .sandbox import take
+        self.sandbox = take(self.unit_timeout) if self.isolate else None
         if self.sandbox is not None:
             self.sandbox.start()        # its imports overlap Beam's start of the first bundle
 
@@ -324,7 +324,8 @@ def _local_defaults(argv: list[str], workers: int, isolate: bool = True) -> list
 USAGE = """usage: c2scribe run --input PATTERN... --output DIR [--decoder NAME]...
                     [--format parquet|jsonl] [--body-keep BYTES] [--sensor-pattern REGEX]
                     [--window SECONDS|auto] [--window-bytes BYTES] [--lookahead SECONDS]
-                    [--preroll SECONDS] [--workers N] [--progress auto|always|never]
+                    [--preroll SECONDS] [--compression CODEC] [--compression-level N]
+                    [--workers N] [--progress auto|always|never]
                     [--beam-logs] [Beam pipeline options: --runner ..., see deploy/]
 
 Runs the engine and decoders over many captures with Apache Beam: locally on all cores by

@@ -127,6 +127,50 @@ class UnitProcess:
         self.kill()
 
 
+_READY: list[UnitProcess] = []
+
+
+def prestart(argv: list[str]) -> int:
+    """Start the unit processes a local `c2scribe run ARGV` will use, before Beam is even
+    imported: their imports (pyarrow, the engine) then overlap Beam's and the pipeline's
+    construction instead of following them. Workers take them with take(). None without
+    isolation, with a --runner (not local, or not the default mode) or for --help."""
+    import argparse
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--direct_num_workers", type=int, default=None)
+    for flag in ("--no-isolate", "--dry-run", "--runner", "-h", "--help"):
+        ap.add_argument(flag, nargs="?", const=True, default=None)
+    try:
+        a, _rest = ap.parse_known_args(argv)
+    except SystemExit:                   # a malformed number: the real parser says so
+        return 0
+    if a.no_isolate or a.dry_run or a.runner or a.h or a.help:
+        return 0
+    n = max(1, min(a.direct_num_workers or a.workers, 64))
+    for _ in range(n):
+        p = UnitProcess()
+        p.start()
+        _READY.append(p)
+    return n
+
+
+def take(timeout: float | None = None) -> UnitProcess:
+    """A prestarted unit process if one is left (any thread), else a new one."""
+    try:
+        p = _READY.pop()
+    except IndexError:
+        p = UnitProcess()
+    p.timeout = timeout or None
+    return p
+
+
+def close_unused() -> None:
+    """The prestarted processes no worker took (the run stopped early, or had fewer units)."""
+    while _READY:
+        _READY.pop().close()
+
+
 def run_isolated(sandbox: UnitProcess, unit, output: str, decoders, fmt: str,
                  body_keep: int, manifest: dict | None = None, es=None, attempts: int = 2,
                  settings: dict | None = None):

@@ -254,6 +254,37 @@ def test_run_refuses_bad_codec_settings(tmp_path, args, says):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, n", [
+    (["--input", "x", "--workers", "3"], 3),
+    (["--workers=2", "--direct_num_workers=1"], 1),
+    (["--workers", "2", "--no-isolate"], 0),
+    (["--workers", "2", "--runner", "FlinkRunner"], 0),
+    (["--runner=DirectRunner"], 0),
+    (["--workers", "2", "--dry-run"], 0),
+    (["--help"], 0),
+    (["--workers", "two"], 0),
+])
+def test_unit_processes_start_before_beam(argv, n):
+    """`c2scribe run` starts its local unit processes before importing Beam; workers take
+    them, then make new ones; the ones left are closed."""
+    from pipeline import sandbox
+    assert sandbox.prestart(argv) == n == len(sandbox._READY)
+    ready = list(sandbox._READY)
+    try:
+        taken = [sandbox.take(30) for _ in range(n + 1)]
+        assert taken[:n] == ready[::-1] and taken[n] not in ready
+        assert taken[n].proc is None and all(p.timeout == 30 for p in taken)
+        if n:
+            assert taken[0].proc.poll() is None
+    finally:
+        for p in ready:
+            p.close()
+    sandbox.prestart(["--workers", "1"])
+    left = sandbox._READY[0]
+    sandbox.close_unused()
+    assert not sandbox._READY and left.proc is None
+
+
 def test_run_shared_http_traces(tmp_path):
     td = find_testdata()
     if td is None or not (td / "zeek/Traces/http").is_dir():
