@@ -26,6 +26,10 @@ take turns, so a burst of other load hits one run, not every run of one row):
                     each unit, one after the other in one process (with the unit processes' GC
                     settings), writing the same files
                     (what Beam adds is the difference to run-FORMAT-w1)
+  units-FORMAT-x2   the same unit work in two processes side by side, each on half of the
+                    units (round robin): how the unit work itself scales to two processes
+                    on this machine, without Beam (the ceiling of run-FORMAT-w2's speed-up;
+                    "busy" is the longer of the two processes' unit seconds)
   transcript        `c2scribe transcript --format jsonl UNIT-FILES > /dev/null`, once per unit
                     (times and CPU summed, RSS the largest)
   run-FORMAT-wN     `c2scribe run --input DIR/*/* --output TMP --format FORMAT --workers N`
@@ -337,7 +341,7 @@ def child_engine(argv) -> int:
     from pipeline.units import plan
     mode, pattern, body_keep, codec, decoders = argv[0], argv[1], int(argv[2]), argv[3], argv[4:]
     settings = {"parquet": {"compression": codec}} if codec != "-" else None
-    units = plan([pattern])
+    units = plan(pattern.split(os.pathsep))       # _split names each unit's files
     if mode.startswith("unit-"):
         from pipeline.sandbox import tune_gc
         from pipeline.work import process_unit
@@ -376,6 +380,33 @@ def child_engine(argv) -> int:
     return 0
 
 
+def child_split(argv) -> int:
+    """`_split N MODE GLOB BODY_KEEP CODEC [DECODER...]`: N `_engine` processes side by side,
+    each on every N-th planned unit (its files named one by one); their summaries merged,
+    with each process's unit seconds in "spans"."""
+    from pipeline.units import plan
+    n, rest = int(argv[0]), argv[1:]
+    units = plan([rest[1]])
+    procs = []
+    for i in range(n):
+        files = os.pathsep.join(f for u in units[i::n] for f in u.files)
+        procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "_engine",
+                                       rest[0], files, *rest[2:]], stdout=subprocess.PIPE))
+    merged = {"mode": rest[0], "units": [], "spans": []}
+    rc = 0
+    for p in procs:
+        out, _ = p.communicate()
+        rc = rc or p.returncode
+        try:
+            got = json.loads(out)["units"]
+        except (ValueError, KeyError):
+            got = []
+        merged["units"] += got
+        merged["spans"].append(round(sum(u["seconds"] for u in got), 3))
+    json.dump(merged, sys.stdout)
+    return rc
+
+
 # --------------------------------------------------------------------------- rows
 
 @dataclasses.dataclass
@@ -385,6 +416,7 @@ class Row:
     fmt: str | None = None
     workers: int = 1
     experiment: str | None = None
+    split: int = 1            # engine rows: processes side by side, each on its share of units
     runs: list = dataclasses.field(default_factory=list)
 
 
@@ -405,13 +437,16 @@ def build_rows(args) -> list[Row]:
         elif r == "units":
             for f in formats:
                 rows.append(Row(f"units-{f}", "engine", f"unit-{f}"))
+        elif r == "units-x2":
+            for f in formats:
+                rows.append(Row(f"units-{f}-x2", "engine", f"unit-{f}", split=2))
         elif r == "run":
             for f in formats:
                 for w in workers:
                     rows.append(Row(f"run-{f}-w{w}", "run", f, w))
         else:
             raise SystemExit(f"unknown row {r!r} (engine, engine-jsonl, engine-columns, "
-                             "transcript, units, run)")
+                             "transcript, units, units-x2, run)")
     for e in args.experiment:
         if e not in EXPERIMENTS:
             raise SystemExit(f"unknown experiment {e!r} (known: {', '.join(EXPERIMENTS)})")
@@ -450,10 +485,13 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
     if row.kind == "engine":
         fd, out_path = tempfile.mkstemp(prefix="pbench-engine-", suffix=".json")
         with os.fdopen(fd, "w+b") as out:
-            res = measure([py, os.path.abspath(__file__), "_engine", row.fmt, pattern,
+            child = ["_engine"] if row.split == 1 else ["_split", str(row.split)]
+            res = measure([py, os.path.abspath(__file__), *child, row.fmt, pattern,
                            str(args.body_keep_value), args.compression or "-"]
                           + (args.decoder if row.fmt.startswith("unit-") else []),
-                          stdout=out, stderr_path=err_path, timeout=args.timeout)
+                          stdout=out, stderr_path=err_path, timeout=args.timeout,
+                          **({} if row.split == 1 else   # a worker: each _engine process
+                             {"is_worker": lambda cmd, root: not root and "_engine" in cmd}))
             out.seek(0)
             text = out.read()
         os.unlink(out_path)
@@ -462,6 +500,8 @@ def run_once(row: Row, pattern: str, units_files: list[list[str]], args, err_pat
         except ValueError:
             summary = {"units": []}
         res["units_s"] = sum(u["seconds"] for u in summary["units"])
+        if "spans" in summary:                  # _split: the longest process's units
+            res["span_s"] = max(summary["spans"], default=None)
         res["records"] = _sum_records(summary["units"])
         res["n_units"] = len(summary["units"])
         return res
@@ -550,7 +590,7 @@ def summarize_row(row: Row, size: int) -> dict:
     if row.kind == "run" and best.get("startup_s") is not None:
         busy = best["wall_s"] - best["startup_s"] - best["shutdown_s"]
     else:
-        busy = best.get("units_s")
+        busy = best.get("span_s") or best.get("units_s")
     return {
         "row": row.name, "kind": row.kind, "format": row.fmt, "workers": n_workers,
         "experiment": row.experiment,
@@ -616,6 +656,12 @@ def ratios(res: list[dict]) -> list[dict]:
             v = w1["mb_per_s"] / base["mb_per_s"]
             out.append({"what": f"(info) run-{fmt}-w1 MB/s / units-{fmt} MB/s", "value": v,
                         "target": "-", "met": True, "experiment": True})
+        x2 = by.get(f"units-{fmt}-x2")      # the machine's own scaling of the unit work
+        for key, how in (("mb_per_s", "MB/s"), ("busy_mb_per_s", "busy MB/s")):
+            if x2 and base and rate(base, key):
+                out.append({"what": f"(info) units-{fmt}-x2 {how} / units-{fmt} {how}",
+                            "value": rate(x2, key) / rate(base, key), "target": "-",
+                            "met": True, "experiment": True})
     return out
 
 
@@ -671,6 +717,8 @@ def git_state() -> str | None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_split"]:
+        return child_split(argv[1:])
     if argv[:1] == ["_engine"]:
         return child_engine(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -687,9 +735,10 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--regenerate", action="store_true")
     d.add_argument("--delete-data", action="store_true", help="remove the data directory at the end")
-    ap.add_argument("--rows", default="engine,engine-jsonl,engine-columns,transcript,units,run",
-                    help="rows: engine, engine-jsonl, engine-columns, transcript, units, run "
-                         "(default: all)")
+    ap.add_argument("--rows",
+                    default="engine,engine-jsonl,engine-columns,transcript,units,units-x2,run",
+                    help="rows: engine, engine-jsonl, engine-columns, transcript, units, "
+                         "units-x2, run (default: all)")
     ap.add_argument("--workers", default="1,2", help="worker counts for run rows")
     ap.add_argument("--formats", default="jsonl,parquet", help="formats for run rows")
     ap.add_argument("--experiment", action="append", default=[], metavar="NAME",
