@@ -59,6 +59,8 @@ def main(budget: float, shared: str | None) -> int:
     rng = random.Random(1)
     modes = [dict(), dict(jsonl=True, bodies=True), dict(columns=True, bodies=True),
              dict(columns=True, with_records=True, bodies=True, stream_chunks=True),
+             dict(columns=True, with_records=True, bodies=True,       # decoders' selection
+                  select=lambda conn_id, index, *head: index % 2 == 1),
              dict(engine="nids")]
     end, rounds = time.monotonic() + budget, 0
     path = os.path.join(tmp, "m.pcap")
