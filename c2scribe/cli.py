@@ -189,6 +189,7 @@ def cmd_decode(args) -> int:
     writer = (TimelineWriter(out) if args.format == "text"
               else JsonlWriter(out, bodies=args.bodies))
     engine = Engine(opts, stream_chunks=runner.wants_stream_chunks)
+    runner.stop_chunks = engine.stop_chunks
     counts = {"damaged": 0}
     progress = _Progress(args.captures, not args.quiet)
     try:

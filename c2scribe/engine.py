@@ -305,6 +305,11 @@ class Engine:
                                           file=None, frame=None))
         return out + [self._own(w) for w in warnings]
 
+    def stop_chunks(self, conn_id: str) -> None:
+        """stream_chunks: no more StreamChunk records of this live connection (every stream
+        decoder declined it; DecoderRunner.stop_chunks)."""
+        self._core.stop_chunks(conn_id)
+
     def window_done(self) -> bool:
         """Windowed engine: nothing more needs reading (the reader may stop)."""
         return self._core.window_done()

@@ -379,6 +379,8 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                         select=runner.select if runner is not None else None,
                         bodies=(fast or columns) and bodies,
                         stream_chunks=bool(runner and runner.wants_stream_chunks))
+        if runner is not None:
+            runner.stop_chunks = engine.stop_chunks
         stored_as_batches = (Connection, HttpTransaction, ConnectionEnd) if columns else ()
         if fast:
             for dataset, doc in run_chain(engine, unit.files):

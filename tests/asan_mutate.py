@@ -69,8 +69,11 @@ def main(budget: float, shared: str | None) -> int:
         write_pcap(path, ghdr, bo, mutate(rng, recs))
         kw = dict(modes[rounds % len(modes)])
         kw.setdefault("body_keep", rng.choice([0, 100, 1 << 16]))
-        for _ in run_chain(Engine(stream_keep=rng.choice([0, 4096]), **kw), [path]):
-            pass
+        engine = Engine(stream_keep=rng.choice([0, 4096]), **kw)
+        for rec in run_chain(engine, [path]):
+            if type(rec).__name__ == "StreamChunk" and rec.chunk_index % 3 == 0:
+                engine.stop_chunks(rec.conn_id)     # as decoders that decline do
+        del engine
         rounds += 1
     print(f"asan_mutate: {rounds} mutated captures from {len(seeds)} seeds", file=sys.stderr)
     return 0 if rounds else 1

@@ -317,6 +317,59 @@ def test_stream_want_sees_enough_bytes_even_when_they_trickle_in():
     assert not [m for m in out if isinstance(m, DecodeError)]
 
 
+def test_declined_connections_stop_their_chunks():
+    """Once every stream decoder has declined a connection, the engine makes no more chunks
+    of it (Engine.stop_chunks); a connection one decoder follows keeps all of its chunks,
+    and the connection records do not change."""
+    from c2scribe.decoders import StreamDecoder
+    from c2scribe.schema import Connection, StreamChunk
+
+    class Picky(StreamDecoder):
+        name = "picky"
+
+        def want(self, head):
+            return head.first.startswith(b"MAGIC")
+
+    class Never(StreamDecoder):
+        name = "never"
+
+    def convs():
+        out = []
+        for port, first in ((40001, b"MAGIC hello " * 8), (40002, b"GET / HTTP/1.1\r\n" * 8)):
+            c = Conversation("10.0.0.5", port, "10.0.0.9", 7000, T0 + port % 10).handshake()
+            for i in range(6):
+                c.send(i % 2, first if i == 0 else b"%d more bytes " % i * 20)
+            out.append(c.close())
+        return out
+
+    def run_counting(decoders, stop: bool):
+        """chunks per client port, and the connection records, packet by packet (so the
+        runner's decisions reach the engine before the next packet)"""
+        runner = DecoderRunner(decoders)
+        engine = Engine(stream_chunks=True)
+        if stop:
+            runner.stop_chunks = engine.stop_chunks
+        chunks, conns = {}, []
+        packets = sorted((p for c in convs() for p in c.packets), key=lambda p: p[0])
+        recs = (r for t, frame in packets
+                for r in engine.feed_packet(int(round(t * 1e6)), 1, frame))
+        for rec in recs:                 # lazily: each packet's records before the next
+            if isinstance(rec, StreamChunk):
+                chunks[rec.src_port] = chunks.get(rec.src_port, 0) + 1
+            elif isinstance(rec, Connection):
+                conns.append(rec)
+            runner.feed(rec)
+        conns += [r for r in engine.finish() if isinstance(r, Connection)]
+        return chunks, conns
+
+    all_chunks, all_conns = run_counting([Picky, Never], stop=False)
+    assert all_chunks == {40001: 6, 40002: 6}
+    chunks, conns = run_counting([Picky, Never], stop=True)
+    assert chunks == {40001: 6, 40002: 1}        # only the chunk want() was asked on
+    assert conns == all_conns
+    assert run_counting([Never], stop=True)[0] == {40001: 1, 40002: 1}
+
+
 def test_carve_writes_attachments_under_safe_names(tmp_path):
     from helpers import find_testdata
     data = find_testdata()

@@ -113,6 +113,7 @@ struct cs_flow {
     int http_decided;             /* 1 = HTTP, -1 = not HTTP, 0 = undecided */
     uint64_t http_tx;             /* HTTP transactions reported */
     uint64_t chunks;              /* stream chunks handed out (stream_chunks mode) */
+    int chunks_off;               /* ... no more: every stream decoder declined the flow */
     int foreign;                  /* windowed run: began outside the window, not reported */
     /* hash chain and lists */
     cs_flow *hnext;
@@ -213,6 +214,7 @@ struct cs_engine {
     cs_table **tables;            /* columnar batches, by kind (the others: dicts) */
     int ntables;
     int dual;                     /* ... and dicts of those kinds too (decoders need them) */
+    PyObject *chunks_stop;        /* set of conn_ids whose stream chunks nobody wants */
     PyObject *select;             /* dual: a transaction's dict only when select(head...) is
                                    * true; a connection's as ("connection_end", conn_id) */
     size_t batch_rows, batch_bytes;   /* a batch is emitted at this many rows or bytes */

@@ -355,6 +355,11 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
             else cs_fail(e);
         }
     }
+    if (e->chunks_stop && PySet_GET_SIZE(e->chunks_stop) && !f->chunks_off) {
+        PyObject *id = PyUnicode_FromString(f->id);     /* stopped, then no chunk came */
+        if (!id || PySet_Discard(e->chunks_stop, id) < 0) cs_fail(e);
+        Py_XDECREF(id);
+    }
     flow_free(f);
 }
 
@@ -610,11 +615,23 @@ bad:
  * libnids delivers (only when asked for; never on the jsonl path). */
 static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
 {
-    if (e->py_error) return;
+    if (e->py_error || f->chunks_off) return;
+    PyObject *id = PyUnicode_FromString(f->id);
+    if (id && e->chunks_stop && PySet_GET_SIZE(e->chunks_stop)) {
+        int stop = PySet_Discard(e->chunks_stop, id);     /* Engine.stop_chunks(conn_id) */
+        if (stop) {
+            Py_DECREF(id);
+            if (stop > 0) f->chunks_off = 1;
+            else cs_fail(e);
+            return;
+        }
+    }
     PyObject *d = cs_record_dict();
     PyObject *file = cs_file_name(e, e->cur_file);
-    int ok = d && file &&
-        !cs_set(d, "conn_id", PyUnicode_FromString(f->id)) &&
+    int ok = d && file && id;
+    if (ok) ok = !cs_set(d, "conn_id", id);     /* takes id */
+    else Py_XDECREF(id);
+    ok = ok &&
         !cs_set(d, "chunk_index", PyLong_FromUnsignedLongLong(f->chunks++)) &&
         !cs_set(d, "direction", PyUnicode_FromString(dir == CS_C2S ? "client_to_server" : "server_to_client")) &&
         !cs_set(d, "stream_offset", PyLong_FromUnsignedLongLong(f->dir[dir].stream_bytes + f->dir[dir].missing - len)) &&

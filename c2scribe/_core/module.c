@@ -440,6 +440,7 @@ static void Engine_dealloc(EngineObject *self)
     Py_CLEAR(self->e.files);
     Py_CLEAR(self->e.http_log);
     Py_CLEAR(self->e.select);
+    Py_CLEAR(self->e.chunks_stop);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -575,7 +576,20 @@ static PyObject *Engine_http_messages(EngineObject *self, PyObject *unused)
     return PyDict_Copy(self->e.http_log);
 }
 
+static PyObject *Engine_stop_chunks(EngineObject *self, PyObject *conn_id)
+{
+    if (!PyUnicode_Check(conn_id)) {
+        PyErr_SetString(PyExc_TypeError, "stop_chunks(conn_id): a str");
+        return NULL;
+    }
+    if (!self->e.chunks_stop && !(self->e.chunks_stop = PySet_New(NULL))) return NULL;
+    if (PySet_Add(self->e.chunks_stop, conn_id)) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Engine_methods[] = {
+    {"stop_chunks", (PyCFunction)Engine_stop_chunks, METH_O,
+     "stop_chunks(conn_id): no more stream chunks of this live connection."},
     {"open_file", (PyCFunction)Engine_open_file, METH_O,
      "Start the next file of the capture chain (connections carry over)."},
     {"feed", (PyCFunction)Engine_feed, METH_O, "Feed capture-file bytes; returns new records."},

@@ -22,7 +22,11 @@ _FINE = object()
 
 class DecoderRunner:
     """``attachment_sink(sha256, name, data)``, if given, receives every attachment's bytes
-    (the CLI's --carve writes them to disk; records keep name, size and hash only)."""
+    (the CLI's --carve writes them to disk; records keep name, size and hash only).
+    ``stop_chunks(conn_id)``, if set (Engine.stop_chunks), is told when every stream decoder
+    has declined a live connection: the engine then makes no more chunks of it."""
+
+    stop_chunks = None
 
     def __init__(self, decoders: Iterable[type[Decoder]], attachment_sink=None):
         self.decoders = list(decoders)
@@ -197,6 +201,9 @@ class DecoderRunner:
             if len(first) == len(held) and sum(len(c.data) for c in first) < WANT_BYTES:
                 continue
             self._decide(dec, key, out)
+            if self.stop_chunks is not None and all(
+                    self._inst.get((d, ch.conn_id)) is _REJECTED for d in self._stream):
+                self.stop_chunks(ch.conn_id)
 
     def _decide(self, dec, key, out: list) -> None:
         held = self._held.pop(key)
