@@ -23,19 +23,13 @@ import time
 import traceback
 import uuid
 
+from c2scribe.ecs import DATASETS_SHORT
 from c2scribe.render.jsonl import dumps
 
 from .units import Unit
 
 #: Output datasets (directory names) by the records' event.dataset.
-DATASETS = {
-    "c2scribe.connection": "connection",
-    "c2scribe.http": "http",
-    "c2scribe.capture_error": "capture_error",
-    "c2scribe.warning": "warning",
-    "c2scribe.c2": "c2",
-    "c2scribe.decode_error": "decode_error",
-}
+DATASETS = {dataset: short for short, dataset in DATASETS_SHORT.items()}
 STATUS_DIR = "_status"
 
 
