@@ -164,7 +164,9 @@ def cmd_transcript(args) -> int:
 
 def cmd_decode(args) -> int:
     """transcript --decoder ...: C2 messages as agent timelines (text) or records (jsonl)."""
+    from .capture.files import CHUNK
     from .decoders import DecoderRunner, load
+    from .decoders.runner import FEED_CHUNK
     from .render.timeline import TimelineWriter
     decoders = [load(spec) for spec in args.decoder]
     carved = []
@@ -193,7 +195,8 @@ def cmd_decode(args) -> int:
     counts = {"damaged": 0}
     progress = _Progress(args.captures, not args.quiet)
     try:
-        for rec in run_chain(engine, args.captures, progress=progress):
+        feed = FEED_CHUNK if runner.wants_stream_chunks else CHUNK
+        for rec in run_chain(engine, args.captures, feed, progress=progress):
             for msg in runner.feed(rec):
                 writer.write(msg)
             if isinstance(rec, (CaptureError, EngineWarning)):

@@ -17,6 +17,9 @@ from .api import (Context, ConnectionHead, Decoder, HttpDecoder, Message, Reques
 
 _REJECTED = object()          # a decoder that did not want this connection
 WANT_BYTES = 64               # a stream decoder's want() sees at least this much when it can
+#: capture bytes fed to the engine at a time for stream decoders: their decisions
+#: (stop_chunks) then reach it before most chunks of a short connection are made
+FEED_CHUNK = 16 << 10
 _FINE = object()
 
 
