@@ -164,9 +164,7 @@ def cmd_transcript(args) -> int:
 
 def cmd_decode(args) -> int:
     """transcript --decoder ...: C2 messages as agent timelines (text) or records (jsonl)."""
-    from .capture.files import CHUNK
     from .decoders import DecoderRunner, load
-    from .decoders.runner import FEED_CHUNK
     from .render.timeline import TimelineWriter
     decoders = [load(spec) for spec in args.decoder]
     carved = []
@@ -190,13 +188,12 @@ def cmd_decode(args) -> int:
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     writer = (TimelineWriter(out) if args.format == "text"
               else JsonlWriter(out, bodies=args.bodies))
-    engine = Engine(opts, stream_chunks=runner.wants_stream_chunks)
-    runner.stop_chunks = engine.stop_chunks
+    engine = Engine(opts, stream_chunks=runner.wants_stream_chunks,
+                    stream_select=runner.stream_select)
     counts = {"damaged": 0}
     progress = _Progress(args.captures, not args.quiet)
     try:
-        feed = FEED_CHUNK if runner.wants_stream_chunks else CHUNK
-        for rec in run_chain(engine, args.captures, feed, progress=progress):
+        for rec in run_chain(engine, args.captures, progress=progress):
             for msg in runner.feed(rec):
                 writer.write(msg)
             if isinstance(rec, (CaptureError, EngineWarning)):

@@ -180,14 +180,19 @@ class Engine:
     ``select(conn_id, index, file, frame, method, uri, host, path, headers,
     x_forwarded_for, user_agent, src_ip, src_port, dst_ip, dst_port)`` (what a decoder's
     RequestHead holds; DecoderRunner.select) is true, when it is reported, and a connection
-    comes only as a ConnectionEnd. ``bodies``: kept content in the jsonl documents and the
+    comes only as a ConnectionEnd. ``stream_chunks=True``: StreamChunk records of the bytes
+    as they are reassembled; with ``stream_select``, only of the connections for which
+    ``stream_select(conn_id, src_ip, src_port, dst_ip, dst_port, first, first_direction,
+    file, frame)`` (DecoderRunner.stream_select) is true, asked once on the connection's
+    first bytes (held until then). ``bodies``: kept content in the jsonl documents and the
     batches.
     """
 
     def __init__(self, options: EngineOptions | None = None, *, documents: bool = False,
                  jsonl: bool = False, bodies: bool = False, stream_chunks: bool = False,
                  columns: bool = False, batch_rows: int = 4096, batch_bytes: int = 8 << 20,
-                 with_records: bool = False, select=None, **overrides):
+                 with_records: bool = False, select=None, stream_select=None,
+                 **overrides):
         opts = dataclasses.replace(options or EngineOptions(), **overrides)
         self.options = opts
         self.name = opts.engine
@@ -205,6 +210,8 @@ class Engine:
                 kw["select"] = select
         try:
             records = not jsonl and (with_records or not columns)
+            if stream_chunks and records and stream_select is not None:
+                kw["stream_select"] = stream_select
             self._core = _core.Engine(**kw, json=jsonl, json_bodies=bodies,
                                       stream_chunks=stream_chunks and records)
         except RuntimeError as e:
@@ -304,11 +311,6 @@ class Engine:
             warnings.append(EngineWarning(code="http_parser_message", count=n, message=text,
                                           file=None, frame=None))
         return out + [self._own(w) for w in warnings]
-
-    def stop_chunks(self, conn_id: str) -> None:
-        """stream_chunks: no more StreamChunk records of this live connection (every stream
-        decoder declined it; DecoderRunner.stop_chunks)."""
-        self._core.stop_chunks(conn_id)
 
     def window_done(self) -> bool:
         """Windowed engine: nothing more needs reading (the reader may stop)."""

@@ -338,8 +338,6 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
     indexing, not the files. `settings`: the run's engine settings (engine_settings) and,
     under "parquet", the Parquet writer's codec (options.parquet_settings)."""
     from c2scribe.capture import run_chain
-    from c2scribe.capture.files import CHUNK
-    from c2scribe.decoders.runner import FEED_CHUNK
     from c2scribe.engine import Engine
     from c2scribe.schema import (CaptureError, Connection, ConnectionEnd, HttpTransaction,
                                  Record, StreamChunk)
@@ -373,13 +371,9 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
         engine = Engine(engine_options(bool(runner), body_keep, unit, settings), jsonl=fast,
                         columns=columns, with_records=runner is not None,
                         select=runner.select if runner is not None else None,
+                        stream_select=runner.stream_select if runner is not None else None,
                         bodies=(fast or columns) and bodies,
                         stream_chunks=bool(runner and runner.wants_stream_chunks))
-        feed = CHUNK
-        if runner is not None:
-            runner.stop_chunks = engine.stop_chunks
-            if runner.wants_stream_chunks:
-                feed = FEED_CHUNK
         stored_as_batches = (Connection, HttpTransaction, ConnectionEnd) if columns else ()
         if fast:
             for dataset, doc in run_chain(engine, unit.files):
@@ -406,7 +400,7 @@ def process_unit(unit: Unit, output: str, decoders: list[str], fmt: str = "parqu
                 if indexer is not None:
                     indexer.add(rec)
 
-            for rec in run_chain(engine, unit.files, chunk_size=feed):
+            for rec in run_chain(engine, unit.files):
                 if columns and not isinstance(rec, (Record, ConnectionEnd)):  # a RecordBatch
                     sink.write_batch(clip_batch(rec, limit) if runner else rec)
                     continue

@@ -317,57 +317,80 @@ def test_stream_want_sees_enough_bytes_even_when_they_trickle_in():
     assert not [m for m in out if isinstance(m, DecodeError)]
 
 
-def test_declined_connections_stop_their_chunks():
-    """Once every stream decoder has declined a connection, the engine makes no more chunks
-    of it (Engine.stop_chunks); a connection one decoder follows keeps all of its chunks,
-    and the connection records do not change."""
+def test_engine_holds_chunks_until_the_stream_decoders_decide():
+    """Engine(stream_select=runner.stream_select): the engine holds a connection's chunks
+    and asks want() once, by the runner's own rule (64 bytes of the first direction, or what
+    it sent before the other side spoke, or all there was); declined connections give no
+    chunk at all. Messages, errors and connection records are those of the runner holding
+    the chunks itself."""
     from c2scribe.decoders import StreamDecoder
     from c2scribe.schema import Connection, StreamChunk
+
+    asked = []
 
     class Picky(StreamDecoder):
         name = "picky"
 
         def want(self, head):
+            asked.append((head.src_port, head.first, head.first_direction))
+            if head.src_port == 40004:
+                raise ValueError("want() bug")
             return head.first.startswith(b"MAGIC")
+
+        def data(self, chunk, ctx):
+            return Message("other", TO_OPERATOR, chunk.data.decode(), agent=chunk.conn_id)
 
     class Never(StreamDecoder):
         name = "never"
 
     def convs():
         out = []
-        for port, first in ((40001, b"MAGIC hello " * 8), (40002, b"GET / HTTP/1.1\r\n" * 8)):
+        plans = {40001: [(0, b"MAGIC hello " * 8)] + [(i % 2, b"%d more " % i) for i in range(5)],
+                 40002: [(0, b"GET / HTTP/1.1\r\n" * 8), (1, b"HTTP/1.1 200 OK\r\n\r\n")],
+                 40003: [(0, b"MAG"), (0, b"IC, in small pieces"), (1, b"ok")],
+                 40004: [(0, b"MAGIC but want() raises" * 4)],
+                 40005: [(0, b"MAGIC short")]}          # ends before 64 bytes: decided at close
+        for port, plan in plans.items():
             c = Conversation("10.0.0.5", port, "10.0.0.9", 7000, T0 + port % 10).handshake()
-            for i in range(6):
-                c.send(i % 2, first if i == 0 else b"%d more bytes " % i * 20)
+            for side, data in plan:
+                c.send(side, data)
             out.append(c.close())
         return out
 
-    def run_counting(decoders, stop: bool):
-        """chunks per client port, and the connection records, packet by packet (so the
-        runner's decisions reach the engine before the next packet)"""
+    def run_with(decoders, select: bool):
         runner = DecoderRunner(decoders)
-        engine = Engine(stream_chunks=True)
-        if stop:
-            runner.stop_chunks = engine.stop_chunks
-        chunks, conns = {}, []
+        engine = Engine(stream_chunks=True,
+                        stream_select=runner.stream_select if select else None)
+        chunks, conns, out = {}, [], []
         packets = sorted((p for c in convs() for p in c.packets), key=lambda p: p[0])
-        recs = (r for t, frame in packets
-                for r in engine.feed_packet(int(round(t * 1e6)), 1, frame))
-        for rec in recs:                 # lazily: each packet's records before the next
+        recs = [r for t, frame in packets
+                for r in engine.feed_packet(int(round(t * 1e6)), 1, frame)] + engine.finish()
+        for rec in recs:
             if isinstance(rec, StreamChunk):
                 chunks[rec.src_port] = chunks.get(rec.src_port, 0) + 1
             elif isinstance(rec, Connection):
                 conns.append(rec)
-            runner.feed(rec)
-        conns += [r for r in engine.finish() if isinstance(r, Connection)]
-        return chunks, conns
+            out += runner.feed(rec)
+        out += runner.finish()
+        return chunks, conns, out
 
-    all_chunks, all_conns = run_counting([Picky, Never], stop=False)
-    assert all_chunks == {40001: 6, 40002: 6}
-    chunks, conns = run_counting([Picky, Never], stop=True)
-    assert chunks == {40001: 6, 40002: 1}        # only the chunk want() was asked on
-    assert conns == all_conns
-    assert run_counting([Never], stop=True)[0] == {40001: 1, 40002: 1}
+    def key(r):
+        return (r.decoder, r.conn_id, r.message if isinstance(r, DecodeError) else r.text,
+                type(r).__name__, getattr(r, "frame", None) or getattr(r, "frame_first", None))
+
+    held_chunks, held_conns, held_out = run_with([Picky, Never], select=False)
+    held_asked, asked[:] = list(asked), []
+    chunks, conns, out = run_with([Picky, Never], select=True)
+    assert asked == held_asked and len(asked) == 5
+    assert {port: first[:5] for port, first, _d in asked} == {
+        40001: b"MAGIC", 40002: b"GET /", 40003: b"MAGIC", 40004: b"MAGIC", 40005: b"MAGIC"}
+    assert set(held_chunks) == {40001, 40002, 40003, 40004, 40005}
+    assert chunks == {p: n for p, n in held_chunks.items() if p in (40001, 40003, 40005)}
+    assert conns == held_conns
+    assert sorted(map(key, out)) == sorted(map(key, held_out))
+    errors = [r for r in out if isinstance(r, DecodeError)]
+    assert [(e.hook, e.error_type) for e in errors] == [("want", "ValueError")]
+    assert run_with([Never], select=True)[0] == {}
 
 
 def test_carve_writes_attachments_under_safe_names(tmp_path):

@@ -113,7 +113,13 @@ struct cs_flow {
     int http_decided;             /* 1 = HTTP, -1 = not HTTP, 0 = undecided */
     uint64_t http_tx;             /* HTTP transactions reported */
     uint64_t chunks;              /* stream chunks handed out (stream_chunks mode) */
-    int chunks_off;               /* ... no more: every stream decoder declined the flow */
+    int chunk_sel;                /* stream_select: 0 undecided, 1 followed, -1 declined */
+    PyObject *held;               /* ... undecided: the chunk dicts made so far */
+    uint8_t *sel_first;           /* ... and the first direction's first bytes (4 KiB) */
+    size_t sel_first_len;
+    uint64_t sel_total;           /* ... all of that direction's bytes held */
+    int sel_dir, sel_file;        /* ... its direction, and where its first chunk was */
+    uint64_t sel_frame;
     int foreign;                  /* windowed run: began outside the window, not reported */
     /* hash chain and lists */
     cs_flow *hnext;
@@ -214,7 +220,8 @@ struct cs_engine {
     cs_table **tables;            /* columnar batches, by kind (the others: dicts) */
     int ntables;
     int dual;                     /* ... and dicts of those kinds too (decoders need them) */
-    PyObject *chunks_stop;        /* set of conn_ids whose stream chunks nobody wants */
+    PyObject *stream_select;      /* stream_chunks: a connection's chunks only when
+                                   * stream_select(its first bytes...) is true */
     PyObject *select;             /* dual: a transaction's dict only when select(head...) is
                                    * true; a connection's as ("connection_end", conn_id) */
     size_t batch_rows, batch_bytes;   /* a batch is emitted at this many rows or bytes */

@@ -276,8 +276,12 @@ static void flow_free(cs_flow *f)
         free(f->dir[i].keep);
     }
     for (int i = 0; i < f->n_conflict_samples; i++) free(f->conflict_samples[i]);
+    Py_XDECREF(f->held);
+    free(f->sel_first);
     free(f);
 }
+
+static void decide_chunks(cs_engine *e, cs_flow *f);
 
 /* Emit the connection record and free the flow. */
 static void flow_finalize(cs_engine *e, cs_flow *f)
@@ -287,6 +291,7 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
     e->nflows--;
     if (f->http) cs_http_close(e, f);
     if (e->opt.windowed && !f->foreign) e->own_live--;
+    if (f->held && !e->py_error) decide_chunks(e, f);  /* short: decided on what came */
     cs_rec r;
     /* with a selector, decoders get only the end of a connection stored as a batch row */
     if (!f->foreign && !e->py_error &&
@@ -354,11 +359,6 @@ static void flow_finalize(cs_engine *e, cs_flow *f)
             if (id) cs_emit(e, "connection_end", id);
             else cs_fail(e);
         }
-    }
-    if (e->chunks_stop && PySet_GET_SIZE(e->chunks_stop) && !f->chunks_off) {
-        PyObject *id = PyUnicode_FromString(f->id);     /* stopped, then no chunk came */
-        if (!id || PySet_Discard(e->chunks_stop, id) < 0) cs_fail(e);
-        Py_XDECREF(id);
     }
     flow_free(f);
 }
@@ -613,19 +613,65 @@ bad:
 
 /* Stream decoders need the bytes in order, with their time and place: one record per chunk
  * libnids delivers (only when asked for; never on the jsonl path). */
-static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
+/* With a stream_select, a connection's chunks are held until the decoders decide on its
+ * first bytes: the first CS_WANT_BYTES of the first direction, or everything it sent before
+ * the other side spoke, or everything when it ends sooner (the rule DecoderRunner applies
+ * when it holds chunks itself). Declined: its chunks are dropped and no more are made. */
+#define CS_WANT_BYTES 64
+#define CS_FIRST_KEEP 4096
+
+static void decide_chunks(cs_engine *e, cs_flow *f)
 {
-    if (e->py_error || f->chunks_off) return;
-    PyObject *id = PyUnicode_FromString(f->id);
-    if (id && e->chunks_stop && PySet_GET_SIZE(e->chunks_stop)) {
-        int stop = PySet_Discard(e->chunks_stop, id);     /* Engine.stop_chunks(conn_id) */
-        if (stop) {
-            Py_DECREF(id);
-            if (stop > 0) f->chunks_off = 1;
-            else cs_fail(e);
-            return;
+    PyObject *file = cs_file_name(e, f->sel_file);
+    PyObject *res = file ? PyObject_CallFunction(
+        e->stream_select, "ssisiy#sOK", f->id, f->ip_text[0], (int)f->port[0], f->ip_text[1],
+        (int)f->port[1], (const char *)(f->sel_first ? f->sel_first : (uint8_t *)""),
+        (Py_ssize_t)f->sel_first_len, f->sel_dir == CS_C2S ? "client_to_server" : "server_to_client",
+        file, (unsigned long long)f->sel_frame) : NULL;
+    Py_XDECREF(file);
+    int want = res ? PyObject_IsTrue(res) : -1;
+    Py_XDECREF(res);
+    if (want < 0) { cs_fail(e); return; }
+    f->chunk_sel = want ? 1 : -1;
+    for (Py_ssize_t i = 0; want && i < PyList_GET_SIZE(f->held); i++)
+        cs_emit(e, "stream", Py_NewRef(PyList_GET_ITEM(f->held, i)));
+    Py_CLEAR(f->held);
+    free(f->sel_first);
+    f->sel_first = NULL;
+}
+
+static void hold_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len,
+                       PyObject *d)
+{
+    if (!f->held) {
+        if (!(f->held = PyList_New(0))) { Py_DECREF(d); cs_fail(e); return; }
+        f->sel_dir = dir;
+        f->sel_file = e->cur_file;
+        f->sel_frame = e->cur_frame;
+    }
+    int r = PyList_Append(f->held, d);
+    Py_DECREF(d);
+    if (r) { cs_fail(e); return; }
+    if (dir == f->sel_dir) {
+        f->sel_total += len;
+        size_t take = len < CS_FIRST_KEEP - f->sel_first_len ? len : CS_FIRST_KEEP - f->sel_first_len;
+        if (take) {
+            if (!f->sel_first && !(f->sel_first = malloc(CS_FIRST_KEEP))) {
+                PyErr_NoMemory();
+                cs_fail(e);
+                return;
+            }
+            memcpy(f->sel_first + f->sel_first_len, data, take);
+            f->sel_first_len += take;
         }
     }
+    if (dir != f->sel_dir || f->sel_total >= CS_WANT_BYTES) decide_chunks(e, f);
+}
+
+static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
+{
+    if (e->py_error || f->chunk_sel < 0) return;
+    PyObject *id = PyUnicode_FromString(f->id);
     PyObject *d = cs_record_dict();
     PyObject *file = cs_file_name(e, e->cur_file);
     int ok = d && file && id;
@@ -645,8 +691,9 @@ static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, s
         !cs_set(d, "frame", PyLong_FromUnsignedLongLong(e->cur_frame)) &&
         !cs_set(d, "data", PyBytes_FromStringAndSize((const char *)data, len));
     Py_XDECREF(file);
-    if (ok) cs_emit(e, "stream", d);
-    else { Py_XDECREF(d); cs_fail(e); }
+    if (!ok) { Py_XDECREF(d); cs_fail(e); }
+    else if (e->stream_select && !f->chunk_sel) hold_chunk(e, f, dir, data, len, d);
+    else cs_emit(e, "stream", d);
 }
 
 /* The first opt.stream_keep bytes of a direction (data NULL: zeros). */

@@ -7,6 +7,8 @@
  * records of those kinds come as columnar batches instead, a few thousand rows at a time
  * (dual=True: as well as dicts; with select, a callable, an "http" dict only when
  * select(head fields...) says so, and a connection as ("connection_end", conn_id)).
+ * stream_chunks=True: a "stream" dict per chunk of reassembled bytes; with stream_select,
+ * only of the connections stream_select(first bytes...) takes (see flow.c).
  * libnids is one global state per process, and the HTTP layer reaches the engine through
  * cs_the_engine, so only one Engine may be live at a time, whichever reassembly it uses.
  */
@@ -242,7 +244,8 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
                              "lookahead", "preroll", "window_last_edge_us", "engine",
                              "tcp_policy", "frag_policy", "frag_timeout", "tcp_conn_max",
                              "tcp_total_max", "frag_max", "hole_timeout", "host_policies",
-                             "stream_keep_http", "columns", "batch_rows", "batch_bytes", "dual", "select", NULL};
+                             "stream_keep_http", "columns", "batch_rows", "batch_bytes", "dual", "select",
+                             "stream_select", NULL};
     cs_options o = {
         .stream_keep = 0, .body_keep = 65536, .http_pending_max = 1 << 20,
         .bomb_limit = 64 << 20, .decompress_time_limit = 100000,
@@ -256,7 +259,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     PyObject *columns = Py_None;
     Py_ssize_t batch_rows = 4096, batch_bytes = 8 << 20;
     int dual = 0;
-    PyObject *select = Py_None;
+    PyObject *select = Py_None, *stream_select = Py_None;
     double lookahead = 3600, preroll = 600, frag_timeout = 60, hole_timeout = 5;
     const char *engine = "nids", *tcp_policy = "bsd", *frag_policy = "first";
     Py_ssize_t conn_max = 8 << 20, total_max = (Py_ssize_t)512 << 20, frag_max = 32 << 20;
@@ -264,15 +267,21 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndOpOnnpO", kwlist, &sk, &bk,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$nnnnndddniipppOOddOsssdnnndOpOnnpOO", kwlist, &sk, &bk,
                                      &pm, &bl, &tl, &idle, &est, &linger, &mf, &ns, &nh, &json,
                                      &json_bodies, &chunks, &wstart, &wend, &lookahead, &preroll,
                                      &wlast, &engine, &tcp_policy, &frag_policy, &frag_timeout,
                                      &conn_max, &total_max, &frag_max, &hole_timeout, &hosts,
-                                     &keep_http, &columns, &batch_rows, &batch_bytes, &dual, &select))
+                                     &keep_http, &columns, &batch_rows, &batch_bytes, &dual, &select,
+                                     &stream_select))
         return -1;
     if (select != Py_None && (!PyCallable_Check(select) || !dual)) {
         PyErr_SetString(PyExc_TypeError, "select must be a callable, and only with dual=True");
+        return -1;
+    }
+    if (stream_select != Py_None && (!PyCallable_Check(stream_select) || !chunks)) {
+        PyErr_SetString(PyExc_TypeError, "stream_select must be a callable, and only with "
+                        "stream_chunks=True");
         return -1;
     }
     int native = strcmp(engine, "native") == 0;
@@ -386,6 +395,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     e->batch_bytes = (size_t)batch_bytes;
     e->dual = dual;
     e->select = select == Py_None ? NULL : Py_NewRef(select);
+    e->stream_select = stream_select == Py_None ? NULL : Py_NewRef(stream_select);
     if (columns != Py_None && cs_tables_init(e, columns)) {
         cs_tables_free(e);
         return -1;
@@ -440,7 +450,7 @@ static void Engine_dealloc(EngineObject *self)
     Py_CLEAR(self->e.files);
     Py_CLEAR(self->e.http_log);
     Py_CLEAR(self->e.select);
-    Py_CLEAR(self->e.chunks_stop);
+    Py_CLEAR(self->e.stream_select);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -576,20 +586,7 @@ static PyObject *Engine_http_messages(EngineObject *self, PyObject *unused)
     return PyDict_Copy(self->e.http_log);
 }
 
-static PyObject *Engine_stop_chunks(EngineObject *self, PyObject *conn_id)
-{
-    if (!PyUnicode_Check(conn_id)) {
-        PyErr_SetString(PyExc_TypeError, "stop_chunks(conn_id): a str");
-        return NULL;
-    }
-    if (!self->e.chunks_stop && !(self->e.chunks_stop = PySet_New(NULL))) return NULL;
-    if (PySet_Add(self->e.chunks_stop, conn_id)) return NULL;
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef Engine_methods[] = {
-    {"stop_chunks", (PyCFunction)Engine_stop_chunks, METH_O,
-     "stop_chunks(conn_id): no more stream chunks of this live connection."},
     {"open_file", (PyCFunction)Engine_open_file, METH_O,
      "Start the next file of the capture chain (connections carry over)."},
     {"feed", (PyCFunction)Engine_feed, METH_O, "Feed capture-file bytes; returns new records."},

@@ -17,19 +17,15 @@ from .api import (Context, ConnectionHead, Decoder, HttpDecoder, Message, Reques
 
 _REJECTED = object()          # a decoder that did not want this connection
 WANT_BYTES = 64               # a stream decoder's want() sees at least this much when it can
-#: capture bytes fed to the engine at a time for stream decoders: their decisions
-#: (stop_chunks) then reach it before most chunks of a short connection are made
-FEED_CHUNK = 16 << 10
 _FINE = object()
 
 
 class DecoderRunner:
     """``attachment_sink(sha256, name, data)``, if given, receives every attachment's bytes
     (the CLI's --carve writes them to disk; records keep name, size and hash only).
-    ``stop_chunks(conn_id)``, if set (Engine.stop_chunks), is told when every stream decoder
-    has declined a live connection: the engine then makes no more chunks of it."""
-
-    stop_chunks = None
+    With ``Engine(stream_select=runner.stream_select)`` the engine holds a connection's
+    chunks itself and asks the stream decoders' want() once; without it, the runner holds
+    them (the same rule)."""
 
     def __init__(self, decoders: Iterable[type[Decoder]], attachment_sink=None):
         self.decoders = list(decoders)
@@ -204,9 +200,26 @@ class DecoderRunner:
             if len(first) == len(held) and sum(len(c.data) for c in first) < WANT_BYTES:
                 continue
             self._decide(dec, key, out)
-            if self.stop_chunks is not None and all(
-                    self._inst.get((d, ch.conn_id)) is _REJECTED for d in self._stream):
-                self.stop_chunks(ch.conn_id)
+
+    def stream_select(self, conn_id: str, src_ip: str, src_port: int, dst_ip: str,
+                      dst_port: int, first: bytes, first_direction: str, file,
+                      frame: int) -> bool:
+        """The engine's question on a connection's first bytes (``Engine(stream_select=...)``):
+        does a stream decoder follow it? Its want() calls are made here; the chunks, if
+        they come, go straight to data(); errors come with the next feed()."""
+        where = dict(conn_id=conn_id, file=file, frame=frame)
+        head = ConnectionHead(conn_id, src_ip, src_port, dst_ip, dst_port, first,
+                              first_direction)
+        wanted = False
+        for dec in self._stream:
+            inst = self._instance(dec, conn_id, where, self._pending)
+            if inst is _REJECTED:
+                continue
+            if self._want(dec, inst, head, where, self._pending):
+                wanted = True
+            else:
+                self._inst[(dec, conn_id)] = _REJECTED
+        return wanted
 
     def _decide(self, dec, key, out: list) -> None:
         held = self._held.pop(key)
