@@ -611,14 +611,12 @@ bad:
 
 /* ---------- reassembled bytes ---------- */
 
-/* Stream decoders need the bytes in order, with their time and place: one record per chunk
- * libnids delivers (only when asked for; never on the jsonl path). */
 /* With a stream_select, a connection's chunks are held until the decoders decide on its
  * first bytes: the first CS_WANT_BYTES of the first direction, or everything it sent before
  * the other side spoke, or everything when it ends sooner (the rule DecoderRunner applies
  * when it holds chunks itself). Declined: its chunks are dropped and no more are made. */
-#define CS_WANT_BYTES 64
-#define CS_FIRST_KEEP 4096
+#define CS_WANT_BYTES 64          /* runner.WANT_BYTES */
+#define CS_FIRST_KEEP 4096        /* runner.FIRST_BYTES */
 
 static void decide_chunks(cs_engine *e, cs_flow *f)
 {
@@ -668,6 +666,8 @@ static void hold_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, s
     if (dir != f->sel_dir || f->sel_total >= CS_WANT_BYTES) decide_chunks(e, f);
 }
 
+/* Stream decoders need the bytes in order, with their time and place: one record per chunk
+ * the reassembly delivers (only when asked for; never on the jsonl path). */
 static void emit_chunk(cs_engine *e, cs_flow *f, int dir, const uint8_t *data, size_t len)
 {
     if (e->py_error || f->chunk_sel < 0) return;

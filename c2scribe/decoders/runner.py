@@ -17,6 +17,7 @@ from .api import (Context, ConnectionHead, Decoder, HttpDecoder, Message, Reques
 
 _REJECTED = object()          # a decoder that did not want this connection
 WANT_BYTES = 64               # a stream decoder's want() sees at least this much when it can
+FIRST_BYTES = 4096            # ... and at most this much (the engine's flow.c: the same rule)
 _FINE = object()
 
 
@@ -147,7 +148,8 @@ class DecoderRunner:
             self._selected[tx_id] = wanted
         return bool(wanted)
 
-    def _wants(self, dec, conn_id: str, head: RequestHead, where: dict, out: list) -> bool:
+    def _wants(self, dec, conn_id: str, head, where: dict, out: list) -> bool:
+        """Its instance for the connection (made on first use) wants what head shows."""
         inst = self._instance(dec, conn_id, where, out)
         return inst is not _REJECTED and self._want(dec, inst, head, where, out)
 
@@ -210,32 +212,27 @@ class DecoderRunner:
         where = dict(conn_id=conn_id, file=file, frame=frame)
         head = ConnectionHead(conn_id, src_ip, src_port, dst_ip, dst_port, first,
                               first_direction)
-        wanted = False
-        for dec in self._stream:
-            inst = self._instance(dec, conn_id, where, self._pending)
-            if inst is _REJECTED:
-                continue
-            if self._want(dec, inst, head, where, self._pending):
-                wanted = True
-            else:
-                self._inst[(dec, conn_id)] = _REJECTED
-        return wanted
+        return bool([dec for dec in self._stream
+                     if self._follows(dec, conn_id, head, where, self._pending)])
+
+    def _follows(self, dec, conn_id: str, head: ConnectionHead, where: dict,
+                 out: list) -> bool:
+        """A stream decoder's one decision on a connection; a no is kept."""
+        if self._wants(dec, conn_id, head, where, out):
+            return True
+        self._inst[(dec, conn_id)] = _REJECTED
+        return False
 
     def _decide(self, dec, key, out: list) -> None:
         held = self._held.pop(key)
         ch = held[0]
         where = dict(conn_id=ch.conn_id, file=ch.file, frame=ch.frame)
-        inst = self._instance(dec, ch.conn_id, where, out)
-        if inst is _REJECTED:
-            return
         first = b"".join(c.data for c in held if c.direction == ch.direction)
         head = ConnectionHead(ch.conn_id, ch.src_ip, ch.src_port, ch.dst_ip, ch.dst_port,
-                              first[:4096], ch.direction)
-        if not self._want(dec, inst, head, where, out):
-            self._inst[key] = _REJECTED
-            return
-        for c in held:
-            self._deliver(dec, inst, c, out)
+                              first[:FIRST_BYTES], ch.direction)
+        if self._follows(dec, ch.conn_id, head, where, out):
+            for c in held:
+                self._deliver(dec, self._inst[key], c, out)
 
     def _deliver(self, dec, inst, ch: StreamChunk, out: list) -> None:
         where = dict(conn_id=ch.conn_id, file=ch.file, frame=ch.frame)
